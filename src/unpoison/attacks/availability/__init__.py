@@ -1,0 +1,1 @@
+"""Availability (unlearnable-example) poisons."""

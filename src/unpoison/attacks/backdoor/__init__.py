@@ -1,0 +1,1 @@
+"""Backdoor poisons."""

@@ -1,0 +1,116 @@
+"""The attack contract: data → poisoned data, found by name through :data:`ATTACKS`.
+
+An attack is a small estimator: parameters in a validated :class:`~unpoison.config.Config`, then
+``poison(dataset, seed)``. Backdoor attacks also re-apply their trigger to any images (``apply_trigger``), and can be
+rebuilt from a saved :class:`PoisonedDataset` alone (``from_poisoned``), so a test split can be stamped later.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from unpoison.config import Config
+from unpoison.data.dataset import ImageDataset, PoisonedDataset
+from unpoison.errors import UnpoisonError
+from unpoison.registry import Registry
+
+
+class Attack(ABC):
+    name: ClassVar[str]
+    kind: ClassVar[Literal["availability", "backdoor"]]
+    config_class: ClassVar[type[Config]]
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: Config | None = None, **params: Any) -> None:
+        base = config if config is not None else self.config_class()
+        if not isinstance(base, self.config_class):
+            raise UnpoisonError(f"{self.name} expects a {self.config_class.__name__}")
+        self.config = base.replace(**params) if params else base
+
+    @abstractmethod
+    def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
+        """Return a poisoned copy of ``ds`` with complete ground truth."""
+
+    def metadata(self, **extra: Any) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "params": self.config.to_dict(), **extra}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+
+class BackdoorAttack(Attack):
+    kind = "backdoor"
+
+    @abstractmethod
+    def apply_trigger(self, images: np.ndarray) -> np.ndarray:
+        """Stamp the trigger on uint8 images (N, H, W, C); returns new uint8 images."""
+
+    def artifacts(self) -> dict[str, np.ndarray]:
+        """Arrays needed to re-apply the trigger (stored in the poisoned dataset)."""
+        return {}
+
+    def load_artifacts(self, artifacts: dict[str, np.ndarray]) -> None:
+        """Restore state saved by :meth:`artifacts`."""
+
+    @classmethod
+    def from_poisoned(cls, pds: PoisonedDataset) -> "BackdoorAttack":
+        attack = pds.attack
+        if attack.get("kind") != "backdoor":
+            raise UnpoisonError(f"dataset was poisoned by {attack.get('name', 'an unknown attack')!r}, not a backdoor")
+        acls = ATTACKS.get(attack["name"])
+        obj = acls(acls.config_class.from_dict(attack.get("params", {})))
+        assert isinstance(obj, BackdoorAttack)
+        obj.load_artifacts(pds.artifacts)
+        return obj
+
+    @abstractmethod
+    def target_labels(self, labels: np.ndarray) -> np.ndarray:
+        """The label a triggered image of true class ``labels`` should be predicted as."""
+
+    def source_mask(self, labels: np.ndarray) -> np.ndarray:
+        """Which test images count for ASR: those whose attack target differs from the true class."""
+        return self.target_labels(labels) != labels
+
+    def poison_test(self, test: ImageDataset) -> PoisonedDataset:
+        """Triggered copies of the test images that count for ASR, labelled with the attack's target.
+
+        ``original_labels`` keeps the true classes, so the same object gives ASR (vs. labels) and robust accuracy
+        (vs. original_labels).
+        """
+        keep = self.source_mask(test.labels)
+        if not keep.any():
+            raise UnpoisonError("no test image is eligible for the attack (all are of the target class)")
+        sub = test.subset(keep)
+        triggered = self.apply_trigger(sub.images)
+        return PoisonedDataset(triggered, self.target_labels(sub.labels), sub.class_names, source=sub.source,
+                               indices=sub.indices, is_poison=np.ones(len(sub), bool), original_labels=sub.labels,
+                               clean_images=sub.images, attack=self.metadata(), artifacts=self.artifacts())
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+
+
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    ATTACKS.register(cls.name, cls)
+    return cls
+
+
+def create_attack(name: str, config: Config | None = None, **params: Any) -> Attack:
+    return ATTACKS.get(name)(config, **params)
+
+
+def measure_norms(poisoned: np.ndarray, clean: np.ndarray, norm: str) -> np.ndarray:
+    """Per-sample perturbation norm on the [0, 1] scale: 'linf', 'l2' or 'l0' (pixels changed)."""
+    d = (poisoned.astype(np.float32) - clean.astype(np.float32)) / 255.0
+    d = d.reshape(len(d), -1)
+    if norm == "linf":
+        return np.abs(d).max(axis=1)
+    if norm == "l2":
+        return np.sqrt((d * d).sum(axis=1))
+    if norm == "l0":
+        px = (poisoned != clean).any(axis=-1)
+        return px.reshape(len(px), -1).sum(axis=1).astype(np.float32)
+    raise UnpoisonError(f"unknown norm {norm!r}")

@@ -1,0 +1,1 @@
+"""Detect methods (see the issues for what lands here)."""

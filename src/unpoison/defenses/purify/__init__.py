@@ -1,0 +1,1 @@
+"""Purifiers: data → data."""

@@ -1,0 +1,1 @@
+"""Repair methods (see the issues for what lands here)."""

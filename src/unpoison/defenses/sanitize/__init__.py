@@ -1,0 +1,1 @@
+"""Sanitize methods (see the issues for what lands here)."""
