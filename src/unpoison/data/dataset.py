@@ -66,7 +66,7 @@ def _as_labels(labels: Any, n: int, num_classes: int, what: str = "labels") -> n
     return labels
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class ImageDataset:
     """Images, labels, class names and provenance. Immutable by convention: methods return new objects."""
 
@@ -95,6 +95,11 @@ class ImageDataset:
         self.meta = dict(self.meta)
 
     # --- basic facts -------------------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        extra = f", poisoned={int(self.is_poison.sum())}" if isinstance(self, PoisonedDataset) else ""  # type: ignore[union-attr]
+        return (f"{type(self).__name__}(n={len(self)}, shape={self.image_shape}, classes={self.num_classes}, "
+                f"source={self.source!r}{extra})")
+
     def __len__(self) -> int:
         return len(self.images)
 
@@ -172,7 +177,7 @@ class ImageDataset:
         return out
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, repr=False)
 class PoisonedDataset(ImageDataset):
     """An :class:`ImageDataset` that carries the attack's ground truth."""
 

@@ -1,0 +1,1 @@
+"""Benchmark harness, demo and reports (top layer)."""
