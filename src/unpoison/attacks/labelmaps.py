@@ -24,3 +24,15 @@ def eligible(labels: np.ndarray, mode: str, target: int, source: int | None) -> 
     if source is not None and source >= 0:
         ok &= labels == source
     return ok
+
+
+def choose_poison_indices(eligible_mask: np.ndarray, rate: float, n_total: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted positions of round(rate · n_total) samples drawn uniformly from the eligible ones.
+
+    The rate is a fraction of the whole training set (the usual convention); 0 is allowed (a clean baseline).
+    """
+    k = int(round(rate * n_total))
+    pool = np.flatnonzero(eligible_mask)
+    if k > len(pool):
+        raise UnpoisonError(f"poison_rate {rate} asks for {k} poisoned samples but only {len(pool)} are eligible")
+    return np.sort(rng.choice(pool, size=k, replace=False)) if k else np.zeros(0, dtype=np.int64)
