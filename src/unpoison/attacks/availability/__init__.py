@@ -1,1 +1,4 @@
 """Availability (unlearnable-example) poisons."""
+
+from unpoison.attacks.availability import lsp  # noqa: F401  (registration)
+from unpoison.attacks.availability import ar, ops, urp  # noqa: F401  (registration)
