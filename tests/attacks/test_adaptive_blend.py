@@ -38,7 +38,7 @@ def test_piece_map():
 
 
 def test_training_triggers_are_partial(poisoned, attack, cifar_small):
-    p, cover = poisoned.is_poison, poisoned.artifacts["cover_mask"].astype(bool)
+    p, cover = poisoned.is_poison, poisoned.is_cover
     assert p.sum() == 50 and cover.sum() == 50 and not (p & cover).any()
     for rows in (p, cover):
         touched = _pieces_touched(poisoned, cifar_small.images, rows)
@@ -60,7 +60,7 @@ def test_kept_pieces_follow_the_blend_formula(poisoned, cifar_small):
 
 
 def test_labels_of_poison_and_cover(poisoned, cifar_small):
-    p, cover = poisoned.is_poison, poisoned.artifacts["cover_mask"].astype(bool)
+    p, cover = poisoned.is_poison, poisoned.is_cover
     assert (poisoned.labels[p] == 2).all()
     assert np.array_equal(poisoned.labels[cover], cifar_small.labels[cover])
     assert poisoned.attack["cover_count"] == 50 and poisoned.attack["budget"] == 0.15
@@ -77,7 +77,7 @@ def test_test_trigger_is_full_blend_with_test_alpha(poisoned, attack, cifar_test
 
 def test_default_rates_round(cifar_small):
     pds = AdaptiveBlend().poison(cifar_small, seed=0)  # 0.003 · 500 = 1.5 → 2
-    assert pds.is_poison.sum() == 2 and pds.artifacts["cover_mask"].sum() == 2
+    assert pds.is_poison.sum() == 2 and pds.is_cover.sum() == 2
 
 
 def test_bad_parameters(cifar_small):

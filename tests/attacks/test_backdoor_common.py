@@ -29,7 +29,7 @@ def _spec(name):
 
 
 def _cover(pds):
-    return pds.artifacts.get("cover_mask", np.zeros(len(pds), bool)).astype(bool)
+    return pds.is_cover if pds.is_cover is not None else np.zeros(len(pds), bool)
 
 
 _CACHE: dict = {}

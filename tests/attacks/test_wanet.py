@@ -51,7 +51,7 @@ def test_poisoned_samples_are_warped_and_relabelled(poisoned, attack, cifar_smal
 
 
 def test_cover_samples(poisoned, attack, cifar_small, tmp_path):
-    cover = poisoned.artifacts["cover_mask"].astype(bool)
+    cover = poisoned.is_cover
     assert cover.sum() == 50 and not (cover & poisoned.is_poison).any()
     assert poisoned.attack["cover_count"] == 50
     assert np.array_equal(poisoned.labels[cover], cifar_small.labels[cover])  # labels kept, not poison
@@ -62,7 +62,7 @@ def test_cover_samples(poisoned, attack, cifar_small, tmp_path):
     jitter = np.abs(poisoned.images[cover].astype(int) - warped).mean()
     assert 0 < jitter < np.abs(warped.astype(int) - cifar_small.images[cover]).mean() * 3
     loaded = load_dataset(save_dataset(poisoned, tmp_path / "w.npz"))
-    assert np.array_equal(loaded.artifacts["cover_mask"], poisoned.artifacts["cover_mask"])
+    assert np.array_equal(loaded.is_cover, poisoned.is_cover)
 
 
 def test_rebuilt_grid_is_exact(poisoned, attack, cifar_test_small):

@@ -17,12 +17,13 @@ def small(cifar_small):
 def _poisoned(ds):
     rng = np.random.default_rng(0)
     mask = rng.random(len(ds)) < 0.5
+    cover = ~mask & (rng.random(len(ds)) < 0.3)
     imgs = ds.images.copy()
     imgs[mask, :3, :3] = 255
     labels = np.where(mask, 0, ds.labels)
     return PoisonedDataset(imgs, labels, ds.class_names, source=ds.source, indices=ds.indices, is_poison=mask,
                            original_labels=ds.labels, clean_images=ds.images,
-                           poison_norms=mask.astype(np.float32) * 9, attack={"name": "t", "kind": "backdoor",
+                           poison_norms=mask.astype(np.float32) * 9, is_cover=cover, attack={"name": "t", "kind": "backdoor",
                                                                                   "params": {"a": 1}},
                            artifacts={"pattern": np.full((3, 3, 3), 255, np.uint8)}, meta={"k": [1, 2]})
 
@@ -33,7 +34,7 @@ def _same(a, b):
         assert np.array_equal(getattr(a, f), getattr(b, f))
     assert a.class_names == b.class_names and a.source == b.source and a.meta == b.meta
     if isinstance(a, PoisonedDataset):
-        for f in ("is_poison", "original_labels", "clean_images", "poison_norms"):
+        for f in ("is_poison", "original_labels", "clean_images", "poison_norms", "is_cover"):
             assert np.array_equal(getattr(a, f), getattr(b, f))
         assert a.attack == b.attack
         assert a.artifacts.keys() == b.artifacts.keys()
@@ -45,6 +46,15 @@ def test_npz_round_trip_clean_and_poisoned(small, tmp_path):
         p = save_dataset(ds, tmp_path / f"{type(ds).__name__}.npz")
         _same(ds, load_dataset(p))
         _same(ds, load(str(p)))
+
+
+def test_cover_flags_follow_subsets_and_cannot_overlap_poison(small):
+    pds = _poisoned(small)
+    assert pds.is_cover.any()
+    idx = np.flatnonzero(pds.is_cover)[:2]
+    assert pds.subset(idx).is_cover.all() and not pds.subset(idx).is_poison.any()
+    with pytest.raises(UnpoisonError, match="both poison and cover"):
+        PoisonedDataset(pds.images, pds.labels, pds.class_names, is_poison=pds.is_poison, is_cover=pds.is_poison)
 
 
 def test_png_round_trip_keeps_ground_truth(small, tmp_path):

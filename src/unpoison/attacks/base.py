@@ -66,6 +66,10 @@ class BackdoorAttack(Attack):
         obj.load_artifacts(pds.artifacts)
         return obj
 
+    def trigger_metadata(self) -> dict[str, Any]:
+        """Norm and budget of the trigger, recorded with the triggered test split too."""
+        return {}
+
     @abstractmethod
     def target_labels(self, labels: np.ndarray) -> np.ndarray:
         """The label a triggered image of true class ``labels`` should be predicted as."""
@@ -87,7 +91,8 @@ class BackdoorAttack(Attack):
         triggered = self.apply_trigger(sub.images)
         return PoisonedDataset(triggered, self.target_labels(sub.labels), sub.class_names, source=sub.source,
                                indices=sub.indices, is_poison=np.ones(len(sub), bool), original_labels=sub.labels,
-                               clean_images=sub.images, attack=self.metadata(), artifacts=self.artifacts())
+                               clean_images=sub.images, attack=self.metadata(**self.trigger_metadata()),
+                               artifacts=self.artifacts())
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")
@@ -102,15 +107,20 @@ def create_attack(name: str, config: Config | None = None, **params: Any) -> Att
     return ATTACKS.get(name)(config, **params)
 
 
-def measure_norms(poisoned: np.ndarray, clean: np.ndarray, norm: str) -> np.ndarray:
-    """Per-sample perturbation norm on the [0, 1] scale: 'linf', 'l2' or 'l0' (pixels changed)."""
-    d = (poisoned.astype(np.float32) - clean.astype(np.float32)) / 255.0
-    d = d.reshape(len(d), -1)
-    if norm == "linf":
-        return np.abs(d).max(axis=1)
-    if norm == "l2":
-        return np.sqrt((d * d).sum(axis=1))
-    if norm == "l0":
-        px = (poisoned != clean).any(axis=-1)
-        return px.reshape(len(px), -1).sum(axis=1).astype(np.float32)
-    raise UnpoisonError(f"unknown norm {norm!r}")
+def measure_norms(poisoned: np.ndarray, clean: np.ndarray, norm: str, chunk: int = 4096) -> np.ndarray:
+    """Per-sample perturbation norm on the [0, 1] scale: 'linf', 'l2' or 'l0' (pixels changed).
+
+    Works block by block so the float copy stays bounded (50,000 CIFAR images would need 600 MB at once).
+    """
+    if norm not in ("linf", "l2", "l0"):
+        raise UnpoisonError(f"unknown norm {norm!r}")
+    out = np.empty(len(poisoned), dtype=np.float32)
+    for i in range(0, len(poisoned), chunk):
+        p, c = poisoned[i:i + chunk], clean[i:i + chunk]
+        if norm == "l0":
+            px = (p != c).any(axis=-1)
+            out[i:i + chunk] = px.reshape(len(px), -1).sum(axis=1)
+            continue
+        d = ((p.astype(np.float32) - c.astype(np.float32)) / 255.0).reshape(len(p), -1)
+        out[i:i + chunk] = np.abs(d).max(axis=1) if norm == "linf" else np.sqrt((d * d).sum(axis=1))
+    return out

@@ -185,6 +185,7 @@ class PoisonedDataset(ImageDataset):
     original_labels: np.ndarray | None = None
     clean_images: np.ndarray | None = None
     poison_norms: np.ndarray | None = None
+    is_cover: np.ndarray | None = None  # bool (N,): perturbed like a poison but correctly labelled (not poison)
     attack: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -208,6 +209,13 @@ class PoisonedDataset(ImageDataset):
             self.poison_norms = np.asarray(self.poison_norms, dtype=np.float32)
             if self.poison_norms.shape != (n,):
                 raise UnpoisonError(f"poison_norms has shape {self.poison_norms.shape}; expected ({n},)")
+        if self.is_cover is not None:
+            self.is_cover = np.asarray(self.is_cover)
+            if self.is_cover.shape != (n,):
+                raise UnpoisonError(f"is_cover has shape {self.is_cover.shape}; expected ({n},)")
+            self.is_cover = self.is_cover.astype(bool)
+            if (self.is_cover & self.is_poison).any():
+                raise UnpoisonError("a sample cannot be both poison and cover")
         self.attack = dict(self.attack)
         self.artifacts = {k: np.asarray(v) for k, v in self.artifacts.items()}
 
@@ -226,7 +234,8 @@ class PoisonedDataset(ImageDataset):
         return float(self.is_poison.mean())
 
     def _per_sample_fields(self) -> list[str]:
-        return super()._per_sample_fields() + ["is_poison", "original_labels", "clean_images", "poison_norms"]
+        return super()._per_sample_fields() + ["is_poison", "original_labels", "clean_images", "poison_norms",
+                                              "is_cover"]
 
     def perturbation(self) -> np.ndarray | None:
         """poisoned − clean as int16 (N, H, W, C), when the clean images are known."""
@@ -240,6 +249,8 @@ class PoisonedDataset(ImageDataset):
         out["poison_count"] = int(self.is_poison.sum())
         out["poison_rate"] = round(self.poison_rate, 6)
         out["relabelled"] = int((self.labels != self.original_labels).sum())
+        if self.is_cover is not None:
+            out["cover_count"] = int(self.is_cover.sum())
         out["attack"] = {k: v for k, v in self.attack.items() if k != "params"} | {"params": self.attack.get("params", {})}
         if self.poison_norms is not None and self.is_poison.any():
             norms = self.poison_norms[self.is_poison]

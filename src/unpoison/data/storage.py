@@ -26,7 +26,7 @@ from unpoison.utils.io import atomic_path, to_jsonable
 FORMAT = "unpoison-dataset"
 FORMAT_VERSION = 1
 _ARTIFACT = "artifact__"
-_POISON_FIELDS = ("is_poison", "original_labels", "clean_images", "poison_norms")
+_POISON_FIELDS = ("is_poison", "original_labels", "clean_images", "poison_norms", "is_cover")
 
 
 def save_dataset(ds: ImageDataset, path: str | os.PathLike[str]) -> Path:
@@ -168,6 +168,8 @@ def export_png(ds: ImageDataset, out_dir: str | os.PathLike[str], workers: int =
             manifest["original_labels"] = ds.original_labels.tolist()  # type: ignore[union-attr]
             if ds.poison_norms is not None:
                 manifest["poison_norms"] = ds.poison_norms.tolist()
+            if ds.is_cover is not None:
+                manifest["is_cover"] = ds.is_cover.tolist()
             if ds.artifacts or ds.clean_images is not None:
                 # Arrays that PNGs cannot carry losslessly in the manifest go into a side npz.
                 side = {f"{_ARTIFACT}{k}": v for k, v in ds.artifacts.items()}
@@ -226,6 +228,7 @@ def import_png(root: str | os.PathLike[str], workers: int = 4) -> ImageDataset:
                 is_poison=np.asarray(man["is_poison"], dtype=bool),
                 original_labels=np.asarray(man["original_labels"]),
                 poison_norms=np.asarray(man["poison_norms"]) if "poison_norms" in man else None,
+                is_cover=np.asarray(man["is_cover"], dtype=bool) if "is_cover" in man else None,
                 clean_images=side.get("clean_images"),
                 attack=man.get("attack", {}),
                 artifacts={k[len(_ARTIFACT):]: v for k, v in side.items() if k.startswith(_ARTIFACT)},

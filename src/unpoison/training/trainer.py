@@ -38,7 +38,7 @@ class TrainConfig(Config):
 
     arch: str = "fastnet"
     width: float = 0.5
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 256
     lr: float = 0.2
     momentum: float = 0.9
@@ -56,8 +56,9 @@ class TrainConfig(Config):
     tta_flip: bool = False
 
     PRESETS = {
-        "quick": {"arch": "fastnet", "width": 0.5, "epochs": 8, "batch_size": 256, "lr": 0.2},
-        "standard": {"arch": "fastnet", "width": 0.5, "epochs": 16, "batch_size": 256, "lr": 0.2, "tta_flip": True},
+        "quick": {"arch": "fastnet", "width": 0.5, "epochs": 6, "batch_size": 256, "lr": 0.2},  # 244 s, 81.4% (20k)
+        "standard": {"arch": "fastnet", "width": 0.5, "epochs": 8, "batch_size": 256, "lr": 0.2,  # 722 s, 89.5% (50k)
+                     "tta_flip": True},
     }
 
     def validate(self) -> None:

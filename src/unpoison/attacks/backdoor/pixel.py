@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from unpoison.attacks.backdoor.blend import BackdoorConfig, TriggerBackdoor
+from unpoison.attacks.backdoor.common import BackdoorConfig, TriggerBackdoor
 from unpoison.attacks.base import register_attack
 from unpoison.config import check
 from unpoison.errors import UnpoisonError

@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from unpoison.attacks.backdoor.blend import BackdoorConfig, TriggerBackdoor, to_uint8
+from unpoison.attacks.backdoor.common import BackdoorConfig, TriggerBackdoor, to_uint8
 from unpoison.attacks.base import register_attack
 from unpoison.attacks.labelmaps import eligible
 from unpoison.config import check

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unpoison.attacks.backdoor.blend import BackdoorConfig, TriggerBackdoor, to_uint8
+from unpoison.attacks.backdoor.common import BackdoorConfig, TriggerBackdoor, to_uint8
 from unpoison.attacks.base import register_attack
 from unpoison.config import check
 from unpoison.errors import UnpoisonError

@@ -1,0 +1,62 @@
+"""Does mixed precision help on this machine? Training-step throughput of the quick recipe's model, fp32 vs bf16.
+
+    python benchmarks/amp_speed.py
+
+Same model, same batches, alternating fp32 / bf16 steps so both see the same machine state; medians of ``--steps``.
+The trainer's ``amp=auto`` turns autocast on only on CUDA; this measurement is why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+from common import machine, save  # noqa: E402
+
+from unpoison.models import create_model  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--arch", default="fastnet")
+    ap.add_argument("--width", type=float, default=0.5)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=12)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    model = create_model(args.arch, num_classes=10, width=args.width).to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    x = torch.rand(args.batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (args.batch,))
+
+    def step(dtype: torch.dtype | None) -> float:
+        t0 = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return time.perf_counter() - t0
+
+    for _ in range(3):
+        step(None), step(torch.bfloat16)
+    t32, t16 = [], []
+    for _ in range(args.steps):
+        t32.append(step(None))
+        t16.append(step(torch.bfloat16))
+    fp32, bf16 = args.batch / statistics.median(t32), args.batch / statistics.median(t16)
+    out = {"arch": args.arch, "width": args.width, "batch": args.batch, "fp32_img_per_s": round(fp32, 1),
+           "bf16_img_per_s": round(bf16, 1), "bf16_over_fp32": round(bf16 / fp32, 3), "machine": machine(),
+           "command": "python " + " ".join(sys.argv)}
+    print(save(f"amp_{args.arch}", out))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
