@@ -18,6 +18,10 @@ SPECS = {
     "pixel": dict(params={"target": TARGET, "source": 0, "poison_rate": 0.06}, clean_label=False, all2all=True),
     # Clean-label: 30 of the 50 target-class images.
     "sig": dict(params={"target": TARGET, "poison_rate": 0.06}, clean_label=True, all2all=False),
+    # Clean-label with a surrogate: a tiny one and one PGD step keep it fast; no generation cache in tests.
+    "lc": dict(params={"target": TARGET, "poison_rate": 0.06, "steps": 1, "surrogate_epochs": 1, "width": 0.125,
+                       "batch_size": 100, "cache": False, "progress": False, "device": "cpu"},
+               clean_label=True, all2all=False),
 }
 BACKDOORS = [n for n in ATTACKS.names() if ATTACKS.get(n).kind == "backdoor"]
 

@@ -99,6 +99,8 @@ def purify(
     data: Annotated[str, typer.Option("--data", help="Poisoned dataset (.npz or spec).")],
     out: Annotated[Path, typer.Option("--out", help="Purified dataset to write (.npz).")],
     clean: Annotated[Optional[str], typer.Option("--clean", help="Clean data spec for methods that use it.")] = None,
+    model: Annotated[Optional[Path], typer.Option(
+        "--model", help="Reuse a trained model (methods with a model_path parameter, e.g. eclipse); skips training.")] = None,
     sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
     overwrite: Overwrite = False, json_: Json = False,
 ) -> None:
@@ -109,6 +111,12 @@ def purify(
 
     pcls = PURIFIERS.get(name)
     cfg = build_config(pcls.config_class, file=config, overrides=sets)
+    if model is not None:
+        if "model_path" not in cfg.field_names():
+            raise UnpoisonError(f"purifier {name!r} cannot reuse a model (--model); it has no model_path parameter")
+        if not model.is_file():
+            raise UnpoisonError(f"--model {model} not found")
+        cfg = cfg.replace(model_path=str(model))
     _check_out(out, overwrite, data, clean)
     ds = load(data, root=data_root)
     clean_ds = load(clean, root=data_root) if clean else None

@@ -261,8 +261,8 @@ class Trainer:
                 loss_sum += loss.detach() * len(yb)
                 correct += (out.detach().argmax(1) == yb).sum()
                 seen += len(yb)
-                if bar is not None:
-                    bar.update(1, epoch=epoch + 1, loss=float(loss))
+                if bar is not None:  # reading the loss syncs a GPU: refresh it every 10 steps only
+                    bar.update(1, epoch=epoch + 1, **({"loss": loss.item()} if s % 10 == 0 else {}))
             secs = time.perf_counter() - t0
             log = EpochLog(epoch + 1, float(loss_sum) / seen, float(correct) / seen, lr, round(secs, 3),
                            round(seen / secs, 1))

@@ -26,4 +26,6 @@ TRAIN_TRANSFORMS: Registry[Callable[..., BatchTransform]] = Registry("training t
 def resolve_train_transform(spec: dict[str, Any] | None) -> BatchTransform | None:
     if not spec:
         return None
+    if spec["name"] not in TRAIN_TRANSFORMS:  # defenses register theirs on import; a saved dataset may come first
+        import unpoison.defenses  # noqa: F401
     return TRAIN_TRANSFORMS.get(spec["name"])(**spec.get("params", {}))

@@ -1,0 +1,126 @@
+"""D-VAE at the ``cpu`` profile: poison, fit + purify, train the ``quick`` classifier, record clean test accuracy.
+
+    python benchmarks/dvae_bench.py --attack lsp --mode dvae           # both stages (the method)
+    python benchmarks/dvae_bench.py --attack lsp --mode stage1         # ablation: stage 1 only
+    python benchmarks/dvae_bench.py --attack lsp --mode rcvae          # ablation: plain rate-constrained VAE
+    python benchmarks/dvae_bench.py --attack lsp --mode none           # no-defense baseline, same recipe
+    python benchmarks/dvae_bench.py --attack lsp --mode kappa --kappas 0.5,1,1.5,3   # final KL and PSNR per κ
+
+Resumable: the D-VAE training state lives in .cache/dvae_bench/<run>/ (per-epoch checkpoints, git-ignored), and every
+finished entry is written to benchmarks/results/dvae_<attack>_<mode>[_tag].json at once; a rerun skips what is done
+(``--fresh`` starts over). Smoke run: ``--per-class 20 --set epochs=1 --train-epochs 1 --tag smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, save  # noqa: E402
+
+from unpoison.attacks import create_attack  # noqa: E402
+from unpoison.config import build_config, parse_overrides  # noqa: E402
+from unpoison.data import load, stratified_subset  # noqa: E402
+from unpoison.defenses import create_purifier  # noqa: E402
+from unpoison.training import TrainConfig, train_on  # noqa: E402
+
+
+def _purify(method: str, pds, overrides: dict, ckpt: Path):  # noqa: ANN001
+    t0 = time.perf_counter()
+    p = create_purifier(method, **overrides, checkpoint_dir=str(ckpt), progress=True)
+    p.fit(pds)
+    fit_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    out = p.purify(pds)
+    return p, out, round(fit_s, 1), round(time.perf_counter() - t1, 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attack", required=True)
+    ap.add_argument("--mode", choices=["dvae", "stage1", "rcvae", "none", "kappa"], default="dvae")
+    ap.add_argument("--data", default="cifar10:cpu")
+    ap.add_argument("--test", default="cifar10:test")
+    ap.add_argument("--per-class", type=int, default=0, help="stratified subset of the pool (0 = all; smoke runs)")
+    ap.add_argument("--test-per-class", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], dest="sets", help="D-VAE/RCVAE parameter key=value")
+    ap.add_argument("--attack-set", action="append", default=[], dest="attack_sets")
+    ap.add_argument("--recipe", default="quick")
+    ap.add_argument("--train-epochs", type=int, default=None)
+    ap.add_argument("--kappas", default="0.5,1,1.5,3", help="κ sweep (mode kappa; rcvae kappa / dvae kappa1)")
+    ap.add_argument("--kappa-method", choices=["rcvae", "dvae"], default="rcvae")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args()
+
+    name = f"dvae_{args.attack}_{args.mode}" + (f"_{args.tag}" if args.tag else "")
+    ckroot = Path(__file__).resolve().parents[1] / ".cache" / "dvae_bench" / name
+    path = RESULTS / f"{name}.json"
+    if args.fresh:
+        shutil.rmtree(ckroot, ignore_errors=True)
+        path.unlink(missing_ok=True)
+    result = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    result |= {"attack": args.attack, "mode": args.mode, "data": args.data, "test": args.test, "seed": args.seed,
+               "machine": machine(), "command": "python " + " ".join(sys.argv)}
+
+    train, test = load(args.data), load(args.test)
+    if args.per_class:
+        train = stratified_subset(train, per_class=args.per_class, seed=args.seed)
+    if args.test_per_class:
+        test = stratified_subset(test, per_class=args.test_per_class, seed=args.seed)
+    acfg = parse_overrides(args.attack_sets)
+    t0 = time.perf_counter()
+    pds = create_attack(args.attack, **acfg).poison(train, seed=args.seed)
+    result["poison_seconds"] = round(time.perf_counter() - t0, 1)
+    tcfg = build_config(TrainConfig, preset=args.recipe,
+                        overrides={"epochs": args.train_epochs} if args.train_epochs else None)
+    result["train_config"] = tcfg.to_dict()
+    overrides = parse_overrides(args.sets)
+
+    def run(key: str, method: str | None, extra: dict, classify: bool = True) -> None:
+        if key in result["entries"] and result["entries"][key].get("done"):
+            print(f"{key}: done already", flush=True)
+            return
+        entry: dict = {"method": method, "params": {**overrides, **extra}}
+        data = pds
+        if method is not None:
+            p, data, fit_s, pur_s = _purify(method, pds, {**overrides, **extra}, ckroot / key)
+            entry |= {"fit_seconds": fit_s, "purify_seconds": pur_s, "stages": data.meta["purified"]["stages"]}
+        if classify:
+            t1 = time.perf_counter()
+            r = train_on(data, tcfg, test=test, seed=args.seed)
+            entry |= {"test_acc": r.test_acc, "train_seconds": round(time.perf_counter() - t1, 1)}
+        entry["done"] = True
+        result["entries"][key] = entry
+        save(name, result)  # after every entry: a rerun resumes with the next one
+        print(key, {k: v for k, v in entry.items() if k != "stages"}, flush=True)
+
+    if args.mode == "none":
+        run("none", None, {})
+    elif args.mode == "dvae":
+        run("dvae", "dvae", {"stages": 2})
+    elif args.mode == "stage1":
+        run("stage1", "dvae", {"stages": 1})
+    elif args.mode == "rcvae":
+        run("rcvae", "rcvae", {})
+    else:  # κ sweep: does the KL settle at κ, and does PSNR(x̂) fall as κ tightens?
+        key_name = "kappa" if args.kappa_method == "rcvae" else "kappa1"
+        extra0 = {} if args.kappa_method == "rcvae" else {"stages": 1}
+        for k in [float(v) for v in args.kappas.split(",") if v.strip()]:
+            run(f"{args.kappa_method}_k{k:g}", args.kappa_method, {**extra0, key_name: k}, classify=False)
+        result["kappa_table"] = [{"kappa": e["params"].get(key_name), "final_kl": e["stages"]["1"]["final"]["kl"],
+                                  "psnr_xhat": e["stages"]["1"]["output"]["psnr_xhat"]}
+                                 for e in result["entries"].values() if e.get("done")]
+        save(name, result)
+        print(result["kappa_table"])
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""ECLIPSE at the ``cpu`` profile: poison, fit + purify, train the ``quick`` classifier, record clean test accuracy.
+
+    python benchmarks/eclipse_bench.py --attack lsp                                  # A+B+C (the method) and none
+    python benchmarks/eclipse_bench.py --attack lsp --modes A+B+C,A,A+gray,A+noise,none   # Table 4 in small
+    python benchmarks/eclipse_bench.py --attack clean --modes A+B+C,none             # the clean-data cost
+    python benchmarks/eclipse_bench.py --attack lsp --modes avatar                   # AVATAR-style baseline
+    python benchmarks/eclipse_bench.py --attack lsp --set sampler=ancestral --set steps=0 --tag anc   # a variant
+
+Modes: ``none`` trains on the poisoned set; ``A`` on the purified set without compensation; ``A+gray`` / ``A+noise``
+with only random grayscale (p) / only Gaussian noise (σ); ``A+B+C`` with both (ECLIPSE); ``avatar`` fits the
+AVATAR-style purifier (more clean data, no compensation). The four A-modes share one diffusion model and one purified
+set (the compensation is a training-time transform), so the fit + purify cost is paid once per attack and variant.
+``--attack clean`` runs on the unpoisoned pool (ECLIPSE applied to clean data: its clean-data cost).
+
+Resumable: the diffusion training state and the purified set live in .cache/eclipse_bench/<run>/ (git-ignored), and
+each finished mode is written to benchmarks/results/eclipse_<attack>[_tag].json at once; a rerun skips what is done
+(``--fresh`` starts over). Smoke run (seconds, results under a ``smoke`` tag):
+
+    python benchmarks/eclipse_bench.py --attack lsp --per-class 10 --test-per-class 10 --train-epochs 1 \\
+        --set unet=tiny --set train_steps=3 --set batch_size=16 --set steps=2 --modes A+B+C,A,none --tag smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, save  # noqa: E402
+
+from unpoison.config import build_config, parse_overrides  # noqa: E402
+from unpoison.data import load, load_dataset, profile_split, save_dataset, stratified_subset  # noqa: E402
+from unpoison.defenses import create_purifier  # noqa: E402
+from unpoison.training import TrainConfig, train_on  # noqa: E402
+
+COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--attack", required=True, help="attack name, or 'clean' for the unpoisoned pool")
+    ap.add_argument("--modes", default="A+B+C,none", help="comma list of A+B+C | A | A+gray | A+noise | none | avatar")
+    ap.add_argument("--data", default="cifar10", help="training split; the cpu profile splits it into pools")
+    ap.add_argument("--test", default="cifar10:test")
+    ap.add_argument("--per-class", type=int, default=0, help="stratified subset of the poison pool (0 = all; smoke)")
+    ap.add_argument("--test-per-class", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], dest="sets", help="ECLIPSE parameter key=value")
+    ap.add_argument("--attack-set", action="append", default=[], dest="attack_sets")
+    ap.add_argument("--recipe", default="quick")
+    ap.add_argument("--train-epochs", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args()
+
+    name = f"eclipse_{args.attack}" + (f"_{args.tag}" if args.tag else "")
+    ckroot = Path(__file__).resolve().parents[1] / ".cache" / "eclipse_bench" / name
+    path = RESULTS / f"{name}.json"
+    if args.fresh:
+        shutil.rmtree(ckroot, ignore_errors=True)
+        path.unlink(missing_ok=True)
+    result = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    result |= {"attack": args.attack, "data": args.data, "test": args.test, "seed": args.seed, "machine": machine(),
+               "command": "python " + " ".join(sys.argv)}
+
+    pool, clean_pool = profile_split(load(args.data), "cpu")
+    test = load(args.test)
+    if args.per_class:
+        pool = stratified_subset(pool, per_class=args.per_class, seed=args.seed)
+    if args.test_per_class:
+        test = stratified_subset(test, per_class=args.test_per_class, seed=args.seed)
+    t0 = time.perf_counter()
+    if args.attack == "clean":
+        pds = pool
+    else:
+        from unpoison.attacks import create_attack
+
+        pds = create_attack(args.attack, **parse_overrides(args.attack_sets)).poison(pool, seed=args.seed)
+    result["poison_seconds"] = round(time.perf_counter() - t0, 1)
+    result["sizes"] = {"poisoned": len(pds), "clean_pool": len(clean_pool), "test": len(test)}
+    tcfg = build_config(TrainConfig, preset=args.recipe,
+                        overrides={"epochs": args.train_epochs} if args.train_epochs else None)
+    result["train_config"] = tcfg.to_dict()
+    overrides = parse_overrides(args.sets)
+
+    def purified(method: str) -> tuple:  # (dataset, fit/purify record), cached on disk per method
+        folder = ckroot / method
+        out_path = folder / "purified.npz"
+        rec_path = folder / "purify.json"
+        if out_path.exists() and rec_path.exists():
+            return load_dataset(out_path), json.loads(rec_path.read_text())
+        p = create_purifier(method, **overrides, seed=args.seed, checkpoint_dir=str(folder / "ckpt"), progress=True)
+        t1 = time.perf_counter()
+        p.fit(pds, clean_pool)
+        fit_s = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        out = p.purify(pds)
+        rec = {"fit_seconds": round(fit_s, 1), "purify_seconds": round(time.perf_counter() - t2, 1),
+               "config": p.config.to_dict(), "model": out.meta["purified"]["model"],
+               "loss_history": p.history[-5:]}
+        save_dataset(out, out_path)
+        rec_path.write_text(json.dumps(rec, indent=2))
+        return out, rec
+
+    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
+        if mode not in (*COMP, "none", "avatar"):
+            raise SystemExit(f"unknown mode {mode!r}")
+        if result["entries"].get(mode, {}).get("done"):
+            print(f"{mode}: done already", flush=True)
+            continue
+        entry: dict = {"mode": mode}
+        data = pds
+        if mode != "none":
+            data, rec = purified("avatar" if mode == "avatar" else "eclipse")
+            entry |= rec
+            comp = COMP.get(mode)
+            if comp is not None:  # ablation: rewrite the attached compensation (None keeps the configured value)
+                spec = data.meta.get("train_transform") or {"name": "eclipse_compensation", "params": {}}
+                params = dict(spec["params"])
+                for key, val in zip(("gray_p", "noise_std"), comp):
+                    if val is not None:
+                        params[key] = val
+                    params.setdefault(key, 0.0)
+                data = data.with_images(data.images, train_transform={"name": spec["name"], "params": params})
+                if params["gray_p"] == 0 and params["noise_std"] == 0:
+                    data.meta.pop("train_transform", None)
+            entry["train_transform"] = data.meta.get("train_transform")
+        t1 = time.perf_counter()
+        r = train_on(data, tcfg, test=test, seed=args.seed)
+        entry |= {"test_acc": r.test_acc, "train_seconds": round(time.perf_counter() - t1, 1), "done": True}
+        result["entries"][mode] = entry
+        save(name, result)  # after every mode: a rerun resumes with the next one
+        print(mode, {k: v for k, v in entry.items() if k not in ("config", "model", "loss_history")}, flush=True)
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

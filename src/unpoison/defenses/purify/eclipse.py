@@ -1,0 +1,417 @@
+"""ECLIPSE (Wang et al., ESORICS 2024, "Expunging Clean-label Indiscriminate Poisons via Sparse Diffusion Purification").
+
+Clean-room reimplementation from the description in ``shared/reference/eclipse.md`` (no code copied).
+
+1. **Sparse set:** ``sparse_fraction`` × N images drawn at random from the clean data the user supplies (labels are
+   not used; never a test split — the CLI refuses one), enlarged by ``copies`` exact duplicates, no augmentation:
+   (copies + 1)·B training images, as the paper's D_A = D_s ∪ R(D_s, M).
+2. **Diffusion model:** an unconditional improved-DDPM UNet (:mod:`unpoison.models.diffusion`) trained on that set with
+   the hybrid loss, AdamW and EMA weights. Seeded per step (batch, timesteps and noise come from a generator keyed by
+   the step), checkpointed as safetensors + JSON, so a resumed run equals an uninterrupted one. Saved as safetensors
+   + JSON and reusable on other data through ``model_path`` (training is then skipped).
+3. **Purification:** every image is noised in closed form to t* (default 100 of T = 4000: noise std ≈ 0.05 on the
+   [-1, 1] scale) and denoised back to 0 — the official 100 ancestral steps with learned variance
+   (``sampler=ancestral``), or fewer respaced ancestral steps, or DDIM. Streamed in batches (memory is bounded by
+   ``purify_batch_size``); output rounded to uint8 (the official code truncates).
+4. **Corruption compensation:** random grayscale (p = 0.4), then Gaussian noise (σ = 0.05), clamped, re-quantised to
+   8 bits. Not applied here: it is attached to the purified dataset as ``meta["train_transform"]`` and the trainer
+   applies it afresh to every batch of every epoch, as the official code does (``train_on(..., train_transform=
+   "once")`` applies it a single time, as the paper's Algorithm 1 reads).
+
+The CPU defaults (a 0.93M-parameter UNet, 800 steps at batch 128 and lr 1e-3 on timesteps < 100 only, 10 respaced
+steps) are set by step cost so that fit + purify of the 20,000-image ``cpu`` pool fits in 30 minutes on 2 cores
+(measured 9 ms per image and training step, 2.7 ms per image and reverse step: ≈ 15 + 9 min); ``paper`` holds the
+published setting. See docs/eclipse.md and benchmarks/eclipse_{bench,speed}.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from unpoison.config import Config, check
+from unpoison.data.dataset import ImageDataset
+from unpoison.defenses.base import Purifier, register_purifier
+from unpoison.errors import UnpoisonError
+from unpoison.models.diffusion import (EMA, UNET_PRESETS, DiffusionUNet, GaussianDiffusion, build_unet, count_params,
+                                       load_diffusion, purify_batch, save_diffusion)
+from unpoison.training.transforms import TRAIN_TRANSFORMS
+from unpoison.utils.device import select_device
+from unpoison.utils.io import atomic_path, write_json_atomic
+from unpoison.utils.seed import derive_seed, numpy_rng, torch_generator
+
+# --------------------------------------------------------------------------------------------------------------------
+# Corruption compensation (the training-time transform)
+# --------------------------------------------------------------------------------------------------------------------
+_GRAY = (0.299, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's Grayscale
+
+
+def eclipse_compensation(gray_p: float = 0.4, noise_std: float = 0.05, quantize: bool = True):  # noqa: ANN201
+    """x (B, C, H, W) in [0, 1] → grayscale with probability ``gray_p`` per image (RGB only), plus N(0, σ²) per
+    element (independently per channel, so gray images get coloured noise, as the official code), clamped to [0, 1],
+    re-quantised to the 8-bit grid if ``quantize``. Vectorised; all randomness from the generator passed in."""
+    if not 0.0 <= gray_p <= 1.0:
+        raise UnpoisonError(f"gray_p must be in [0, 1]; got {gray_p}")
+    if noise_std < 0:
+        raise UnpoisonError(f"noise_std must be ≥ 0; got {noise_std}")
+
+    def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        gdev = generator.device
+        if gray_p > 0 and x.shape[1] == 3:
+            pick = (torch.rand(x.shape[0], generator=generator, device=gdev) < gray_p).to(x.device)
+            w = torch.tensor(_GRAY, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+            gray = (x * w).sum(1, keepdim=True).expand_as(x)
+            x = torch.where(pick.view(-1, 1, 1, 1), gray, x)
+        if noise_std > 0:
+            x = x + noise_std * torch.randn(x.shape, generator=generator, device=gdev).to(x.device, x.dtype)
+        x = x.clamp(0.0, 1.0)
+        if quantize:
+            x = (x * 255.0).round() / 255.0
+        return x
+
+    return apply
+
+
+TRAIN_TRANSFORMS.register("eclipse_compensation", eclipse_compensation)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------------------------
+# Fields that do not change the trained model (so a checkpoint stays valid when they change).
+_NOT_TRAINING = ("t_star", "sampler", "steps", "gray_p", "noise_std", "purify_batch_size", "model_path", "save_model",
+                 "checkpoint_dir", "checkpoint_every", "device", "progress")
+
+_PAPER = {"sparse_fraction": 0.04, "sparse_size": 0, "copies": 4, "t_star": 100, "sampler": "ancestral", "steps": 0,
+          "diffusion_steps": 4000, "unet": "paper", "dropout": 0.0, "train_steps": 250_000, "batch_size": 128,
+          "lr": 1e-4, "weight_decay": 0.0, "ema_decay": 0.9999, "vlb_weight": 0.001, "train_t_max": 0,
+          "gray_p": 0.4, "noise_std": 0.05}
+
+
+@dataclasses.dataclass
+class EclipseConfig(Config):
+    """ECLIPSE's parameters. Defaults: the CPU setting; ``paper``: the published one (batch size, optimiser and
+    dropout are not published; improved DDPM's defaults are used)."""
+
+    # sparse set
+    sparse_fraction: float = 0.04  # B = fraction × size of the poisoned set (paper 4%)
+    sparse_size: int = 0  # B given directly (0 = use sparse_fraction)
+    copies: int = 4  # M exact duplicates added to the sparse set: (M + 1)·B images (paper M = 4)
+    # purification
+    t_star: int = 100  # noise to step t* of T (paper 100)
+    sampler: Literal["ancestral", "respaced", "ddim"] = "respaced"  # paper: ancestral, every step t*-1 … 0
+    steps: int = 10  # reverse steps for respaced / ddim (ignored by ancestral)
+    # diffusion model
+    diffusion_steps: int = 4000  # T of the cosine schedule
+    unet: str = "cpu"  # UNet preset: paper (52.5M) | small | cpu | tiny
+    dropout: float = 0.0
+    train_steps: int = 800  # optimiser steps (paper 250K): ≈ 15 min at batch 128 on 2 cores with the cpu UNet
+    batch_size: int = 128
+    # AdamW. Paper setting 1e-4 learns nothing in a short run: after 120 steps (batch 32, cpu UNet, t < 100) ε-MSE at
+    # t = 99 was 0.99 with 1e-4 (x̂₀ no better than the noisy input) and 0.52 with 1e-3 (x̂₀ error halved).
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    # EMA: 0.9999 averages over ~10K steps; after 800 steps 0.9999^800 ≈ 92% of the EMA would still be the random
+    # initial weights. 0.99 averages over the last ~100 steps and leaves 0.99^800 ≈ 3e-4 of the initialisation.
+    ema_decay: float = 0.99
+    vlb_weight: float = 0.001  # λ of the hybrid loss
+    # train only timesteps < train_t_max (0 = all T): purification visits t < t* only
+    train_t_max: int = 100
+    # corruption compensation (training-time transform); both 0 = none (diffusion purification only)
+    gray_p: float = 0.4
+    noise_std: float = 0.05
+    # runtime
+    purify_batch_size: int = 64  # images per purification batch (bounds memory; 64 was the fastest per image on CPU)
+    seed: int = 0
+    model_path: str = ""  # reuse a saved diffusion model: training is skipped
+    save_model: str = ""  # write the trained model here (.safetensors + .json); default <checkpoint_dir>/model.safetensors
+    checkpoint_dir: str = ""  # resumable training state (safetensors + JSON); "" = none
+    checkpoint_every: int = 100  # steps between checkpoints
+    device: str = "auto"
+    progress: bool = True  # rich progress bars
+
+    PRESETS = {"paper": dict(_PAPER)}
+
+    def validate(self) -> None:
+        check(0.0 < self.sparse_fraction <= 1.0, f"sparse_fraction must be in (0, 1]; got {self.sparse_fraction}")
+        check(self.sparse_size >= 0, f"sparse_size must be ≥ 0; got {self.sparse_size}")
+        check(self.copies >= 0, f"copies must be ≥ 0; got {self.copies}")
+        check(self.diffusion_steps >= 2, f"diffusion_steps must be ≥ 2; got {self.diffusion_steps}")
+        check(1 <= self.t_star <= self.diffusion_steps,
+              f"t_star must be in [1, diffusion_steps={self.diffusion_steps}]; got {self.t_star}")
+        check(self.steps >= 0, f"steps must be ≥ 0; got {self.steps}")
+        check(self.sampler == "ancestral" or self.steps >= 1, f"sampler {self.sampler} needs steps ≥ 1")
+        check(self.unet in UNET_PRESETS, f"unet must be one of {', '.join(UNET_PRESETS)}; got {self.unet!r}")
+        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1); got {self.dropout}")
+        check(self.train_steps >= 1, f"train_steps must be ≥ 1; got {self.train_steps}")
+        check(self.batch_size >= 1, f"batch_size must be ≥ 1; got {self.batch_size}")
+        check(self.lr > 0, f"lr must be > 0; got {self.lr}")
+        check(self.weight_decay >= 0, f"weight_decay must be ≥ 0; got {self.weight_decay}")
+        check(0.0 <= self.ema_decay < 1.0, f"ema_decay must be in [0, 1); got {self.ema_decay}")
+        check(self.vlb_weight >= 0, f"vlb_weight must be ≥ 0; got {self.vlb_weight}")
+        check(0 <= self.train_t_max <= self.diffusion_steps,
+              f"train_t_max must be in [0, diffusion_steps={self.diffusion_steps}] (0 = all); got {self.train_t_max}")
+        check(0.0 <= self.gray_p <= 1.0, f"gray_p must be in [0, 1]; got {self.gray_p}")
+        check(self.noise_std >= 0, f"noise_std must be ≥ 0; got {self.noise_std}")
+        check(self.purify_batch_size >= 1, f"purify_batch_size must be ≥ 1; got {self.purify_batch_size}")
+        check(self.checkpoint_every >= 1, f"checkpoint_every must be ≥ 1; got {self.checkpoint_every}")
+        check(not self.save_model.lower().endswith(".json"), f"save_model must not end in .json; got {self.save_model}")
+
+    def training_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
+
+    def compensation(self) -> dict[str, Any] | None:
+        if self.gray_p == 0 and self.noise_std == 0:
+            return None
+        return {"name": "eclipse_compensation", "params": {"gray_p": self.gray_p, "noise_std": self.noise_std}}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------------------------------
+def _save_state(ckpt: Path, model: DiffusionUNet, ema: EMA, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}
+    for i, st in opt.state_dict()["state"].items():
+        for key, val in st.items():
+            tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).detach().contiguous().cpu()
+    with atomic_path(ckpt / "state.safetensors", suffix=".tmp.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+    write_json_atomic(ckpt / "state.json", state)  # readable copy; the safetensors metadata is authoritative
+
+
+def _load_state(ckpt: Path, model: DiffusionUNet, ema: EMA, opt: torch.optim.Optimizer,
+                fingerprint: str) -> dict[str, Any] | None:
+    from safetensors import safe_open
+
+    path = ckpt / "state.safetensors"
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {}).get("state", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several error types for a bad header
+        raise UnpoisonError(f"checkpoint {path} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
+    if state.get("fingerprint") != fingerprint:
+        raise UnpoisonError(f"checkpoint {path} belongs to another run (config, seed or data differ); "
+                            "delete it or choose another checkpoint_dir")
+    dev = next(model.parameters()).device
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v.to(dev) for k, v in tensors.items() if k.startswith("ema.")})
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, key = k.split(".", 2)
+            opt_state.setdefault(int(i), {})[key] = v if key == "step" else v.to(dev)
+    sd = opt.state_dict()
+    sd["state"] = opt_state
+    opt.load_state_dict(sd)
+    return state
+
+
+class _Bar:
+    def __init__(self, enabled: bool, total: int, done: int, desc: str) -> None:
+        self._p = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._p = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                           TimeRemainingColumn(), transient=False)
+        self._task = self._p.add_task(desc, total=total, completed=done, info="")
+        self._p.start()
+
+    def update(self, n: int, info: str = "") -> None:
+        if self._p is not None:
+            self._p.update(self._task, advance=n, info=info)
+
+    def close(self) -> None:
+        if self._p is not None:
+            self._p.stop()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The purifier
+# --------------------------------------------------------------------------------------------------------------------
+@register_purifier
+class EclipsePurifier(Purifier):
+    name = "eclipse"
+    config_class = EclipseConfig
+    summary = ("ECLIPSE: diffusion model trained on a sparse clean set, noise-and-denoise, plus grayscale + noise "
+               "compensation during training (needs --clean, or model_path)")
+    needs_clean_data = True
+    config: EclipseConfig
+
+    def __init__(self, config: Config | None = None, **params: Any) -> None:
+        super().__init__(config, **params)
+        self.model: DiffusionUNet | None = None
+        self.model_info: dict[str, Any] = {}
+        self.history: list[dict[str, float]] = []
+        self.complete = False
+        self.fit_seconds = 0.0
+        self._stop_after: int | None = None  # tests: stop after this many steps in this call (simulated interruption)
+
+    @property
+    def device(self) -> torch.device:
+        return select_device(self.config.device)
+
+    # --- fit ----------------------------------------------------------------------------------------------------
+    def sparse_set(self, ds: ImageDataset, clean: ImageDataset) -> ImageDataset:
+        """The B clean images the diffusion model learns from (random, seeded; labels unused)."""
+        cfg = self.config
+        b = cfg.sparse_size or max(1, int(round(cfg.sparse_fraction * len(ds))))
+        if clean.image_shape != ds.image_shape:
+            raise UnpoisonError(f"clean images have shape {clean.image_shape}; the data has {ds.image_shape}")
+        if b > len(clean):
+            raise UnpoisonError(f"{self.name} needs {b} clean images (sparse_fraction={cfg.sparse_fraction} of "
+                                f"{len(ds)}) but the clean data has {len(clean)}; lower sparse_fraction or set sparse_size")
+        idx = np.sort(numpy_rng(self.name, "sparse", cfg.seed).choice(len(clean), size=b, replace=False))
+        return clean.subset(idx)
+
+    def fit(self, ds: ImageDataset, clean: ImageDataset | None = None) -> "EclipsePurifier":
+        cfg = self.config
+        t0 = time.perf_counter()
+        if cfg.model_path:
+            self._load(ds)
+        else:
+            if clean is None:
+                raise UnpoisonError(f"{self.name} needs clean data (--clean SPEC) or a trained model (model_path)")
+            self._train(self.sparse_set(ds, clean))
+        self.fit_seconds = time.perf_counter() - t0
+        return self
+
+    def _load(self, ds: ImageDataset) -> None:
+        cfg = self.config
+        model, info = load_diffusion(cfg.model_path, self.device)
+        h, w, c = ds.image_shape
+        if model.in_channels != c:
+            raise UnpoisonError(f"{cfg.model_path} was trained on {model.in_channels}-channel images; the data has {c}")
+        if list(info.get("image_size", [])) != [h, w]:
+            raise UnpoisonError(f"{cfg.model_path} was trained on {info.get('image_size')} images; the data is {h}×{w}")
+        T = int(info.get("diffusion", {}).get("steps", 0))
+        if T != cfg.diffusion_steps:
+            raise UnpoisonError(f"{cfg.model_path} uses T={T} diffusion steps; set diffusion_steps={T}")
+        self.model, self.model_info, self.complete = model, info, True
+
+    def _fingerprint(self, sparse: ImageDataset) -> str:
+        h = hashlib.sha256(sparse.images.tobytes()).hexdigest()
+        return str(derive_seed(self.name, json.dumps(self.config.training_dict(), sort_keys=True), h))
+
+    def _train(self, sparse: ImageDataset) -> None:
+        cfg, dev = self.config, self.device
+        h, w, c = sparse.image_shape
+        torch.manual_seed(derive_seed(self.name, "init", cfg.seed))
+        model = build_unet(cfg.unet, c, (h, w), cfg.dropout).to(dev)
+        ema = EMA(model, cfg.ema_decay)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        diffusion = GaussianDiffusion.cosine(cfg.diffusion_steps)
+        fp = self._fingerprint(sparse)
+        ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        state = _load_state(ckpt, model, ema, opt, fp) if ckpt else None
+        start = int(state["step"]) if state else 0
+        self.history = list(state["history"]) if state else []
+
+        x_sparse = torch.from_numpy(sparse.images).permute(0, 3, 1, 2).contiguous().to(dev)  # uint8 on the device
+        b = len(x_sparse)
+        n_aug = (cfg.copies + 1) * b  # the enlarged set: duplicates only, so an index is just taken modulo B
+        bs = min(cfg.batch_size, n_aug)
+        per_epoch = n_aug // bs  # drop_last
+        t_hi = cfg.train_t_max or cfg.diffusion_steps
+        bar = _Bar(cfg.progress, cfg.train_steps, start, f"{self.name}: diffusion")
+        model.train()
+        acc = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "n": 0}
+        ran = 0
+        try:
+            for step in range(start, cfg.train_steps):
+                if self._stop_after is not None and ran >= self._stop_after:
+                    return  # simulated interruption: the state of the last checkpoint survives
+                epoch, j = divmod(step, per_epoch)
+                perm = torch.randperm(n_aug, generator=torch_generator(self.name, "epoch", cfg.seed, epoch))
+                idx = (perm[j * bs:(j + 1) * bs] % b).to(dev)
+                g = torch_generator(self.name, "step", cfg.seed, step)
+                t = torch.randint(0, t_hi, (bs,), generator=g).to(dev)
+                noise = torch.randn((bs, c, h, w), generator=g).to(dev)
+                x0 = x_sparse[idx].float().div(127.5).sub(1.0)
+                losses = diffusion.training_losses(model, x0, t, noise, cfg.vlb_weight)
+                loss = losses["loss"].mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                ema.update(model)
+                ran += 1
+                for k in ("loss", "mse", "vb"):
+                    acc[k] += float(losses[k].detach().mean())
+                acc["n"] += 1
+                bar.update(1, f"loss {float(loss.detach()):.4f}")
+                done = step + 1
+                if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
+                    self.history.append({"step": done, **{k: acc[k] / acc["n"] for k in ("loss", "mse", "vb")}})
+                    acc = {"loss": 0.0, "mse": 0.0, "vb": 0.0, "n": 0}
+                    if ckpt:
+                        _save_state(ckpt, model, ema, opt, {"fingerprint": fp, "step": done, "history": self.history,
+                                                            "config": cfg.training_dict()})
+        finally:
+            bar.close()
+        ema.copy_to(model)  # purification uses the EMA weights
+        self.model = model.eval()
+        self.complete = True
+        self.model_info = {"image_size": [h, w], "diffusion": {"schedule": "cosine", "steps": cfg.diffusion_steps},
+                           "train_t_max": t_hi, "sparse_size": b, "copies": cfg.copies, "steps_trained": cfg.train_steps,
+                           "params": count_params(model), "training": cfg.training_dict(), "history": self.history,
+                           "purifier": self.name}
+        target = cfg.save_model or (str(ckpt / "model.safetensors") if ckpt else "")
+        if target:
+            save_diffusion(model, target, self.model_info)
+            self.model_info["saved_to"] = target
+
+    # --- purify -------------------------------------------------------------------------------------------------
+    def purify(self, ds: ImageDataset) -> ImageDataset:
+        cfg = self.config
+        if self.model is None or not self.complete:
+            raise UnpoisonError(f"{self.name}: call fit() first (training did not finish)")
+        h, w, c = ds.image_shape
+        if self.model.in_channels != c or list(self.model_info.get("image_size", [h, w])) != [h, w]:
+            raise UnpoisonError(f"the diffusion model was trained on {self.model_info.get('image_size')}×"
+                                f"{self.model.in_channels} images; the data is {h}×{w}×{c}")
+        t_hi = int(self.model_info.get("train_t_max", cfg.diffusion_steps))
+        if cfg.t_star > t_hi:
+            raise UnpoisonError(f"t_star={cfg.t_star} but the model was trained on timesteps < {t_hi} only")
+        diffusion = GaussianDiffusion.cosine(cfg.diffusion_steps)
+        dev = next(self.model.parameters()).device
+        out = np.empty_like(ds.images)
+        n, bs = len(ds), cfg.purify_batch_size
+        bar = _Bar(cfg.progress, n, 0, f"{self.name}: purify")
+        t0 = time.perf_counter()
+        try:
+            for s in range(0, n, bs):
+                xb = torch.from_numpy(ds.images[s:s + bs]).to(dev).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+                g = torch_generator(self.name, "purify", cfg.seed, s)
+                yb = purify_batch(self.model, diffusion, xb, cfg.t_star, cfg.sampler, cfg.steps, g)
+                out[s:s + bs] = ((yb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                bar.update(len(xb))
+        finally:
+            bar.close()
+        secs = time.perf_counter() - t0
+        info = {k: v for k, v in self.model_info.items() if k not in ("history", "training")}
+        meta: dict[str, Any] = {"purified": self.record(model=info, fit_seconds=round(self.fit_seconds, 2),
+                                                        purify_seconds=round(secs, 2))}
+        comp = cfg.compensation()
+        if comp is not None:
+            meta["train_transform"] = comp
+        new = ds.with_images(out, **meta)
+        if comp is None:
+            new.meta.pop("train_transform", None)  # a transform inherited from the input no longer applies
+        return new
+
+
+__all__ = ["EclipseConfig", "EclipsePurifier", "eclipse_compensation"]
