@@ -76,7 +76,8 @@ def main() -> None:
         test = stratified_subset(test, per_class=args.test_per_class, seed=args.seed)
     acfg = parse_overrides(args.attack_sets)
     t0 = time.perf_counter()
-    pds = create_attack(args.attack, **acfg).poison(train, seed=args.seed)
+    # 'clean': D-VAE applied to unpoisoned data (its clean-data cost)
+    pds = train if args.attack == "clean" else create_attack(args.attack, **acfg).poison(train, seed=args.seed)
     result["poison_seconds"] = round(time.perf_counter() - t0, 1)
     tcfg = build_config(TrainConfig, preset=args.recipe,
                         overrides={"epochs": args.train_epochs} if args.train_epochs else None)
