@@ -8,7 +8,8 @@
 
 Modes: ``none`` trains on the poisoned set; ``A`` on the purified set without compensation; ``A+gray`` / ``A+noise``
 with only random grayscale (p) / only Gaussian noise (σ); ``A+B+C`` with both (ECLIPSE); ``avatar`` fits the
-AVATAR-style purifier (more clean data, no compensation). The four A-modes share one diffusion model and one purified
+AVATAR-style purifier (more clean data, no compensation); ``B+C`` trains on the poisoned set with the compensation
+only (no diffusion); ``jpeg`` / ``grayscale`` / ``bdr`` are the squeezing baselines. The four A-modes share one diffusion model and one purified
 set (the compensation is a training-time transform), so the fit + purify cost is paid once per attack and variant.
 ``--attack clean`` runs on the unpoisoned pool (ECLIPSE applied to clean data: its clean-data cost).
 
@@ -37,13 +38,14 @@ from unpoison.data import load, load_dataset, profile_split, save_dataset, strat
 from unpoison.defenses import create_purifier  # noqa: E402
 from unpoison.training import TrainConfig, train_on  # noqa: E402
 
+SQUEEZE = ("jpeg", "grayscale", "bdr")  # baselines the paper compares against (ISS)
 COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--attack", required=True, help="attack name, or 'clean' for the unpoisoned pool")
-    ap.add_argument("--modes", default="A+B+C,none", help="comma list of A+B+C | A | A+gray | A+noise | none | avatar")
+    ap.add_argument("--modes", default="A+B+C,none", help="comma list of A+B+C | A | A+gray | A+noise | none | avatar | jpeg | grayscale | bdr")
     ap.add_argument("--data", default="cifar10", help="training split; the cpu profile splits it into pools")
     ap.add_argument("--test", default="cifar10:test")
     ap.add_argument("--per-class", type=int, default=0, help="stratified subset of the poison pool (0 = all; smoke)")
@@ -107,14 +109,25 @@ def main() -> None:
         return out, rec
 
     for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        if mode not in (*COMP, "none", "avatar"):
+        if mode not in (*COMP, *SQUEEZE, "none", "avatar", "B+C"):
             raise SystemExit(f"unknown mode {mode!r}")
         if result["entries"].get(mode, {}).get("done"):
             print(f"{mode}: done already", flush=True)
             continue
         entry: dict = {"mode": mode}
         data = pds
-        if mode != "none":
+        if mode == "B+C":  # compensation alone, no diffusion (Table 4's row B+C): how much does A add?
+            from unpoison.defenses.purify.eclipse import EclipseConfig
+
+            ec = build_config(EclipseConfig, overrides=overrides)
+            data = pds.with_images(pds.images, train_transform={
+                "name": "eclipse_compensation", "params": {"gray_p": ec.gray_p, "noise_std": ec.noise_std}})
+            entry["train_transform"] = data.meta["train_transform"]
+        elif mode in SQUEEZE:  # the image-shortcut-squeezing baselines, same recipe (cheap: no cache)
+            t1 = time.perf_counter()
+            data = create_purifier(mode).fit_purify(pds)
+            entry |= {"purify_seconds": round(time.perf_counter() - t1, 1)}
+        elif mode != "none":
             data, rec = purified("avatar" if mode == "avatar" else "eclipse")
             entry |= rec
             comp = COMP.get(mode)

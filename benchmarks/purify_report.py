@@ -1,0 +1,146 @@
+"""Tables for docs/eclipse.md and docs/dvae.md from the JSON results of the purification benchmarks.
+
+    python benchmarks/purify_report.py          # rewrites the generated blocks in docs/eclipse.md and docs/dvae.md
+
+Sources (all under benchmarks/results/, each written by the command recorded inside it):
+``attacks/<attack>.json`` and ``attacks/clean.json`` (attacks_verify.py: undefended and clean reference),
+``eclipse_<attack>.json`` (eclipse_bench.py: modes none, A, A+gray, A+noise, A+B+C, jpeg, grayscale, avatar) and
+``dvae_<attack>_<mode>.json`` (dvae_bench.py). Every accuracy in a row comes from the same ``quick`` recipe and seed.
+
+A generated block sits between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->``; the prose around it is kept.
+The recovery ratio is (defended − poisoned) / (clean − poisoned); it is left out (—) where the undefended accuracy is
+within 10 points of clean, i.e. where the attack did not poison and the ratio would divide by almost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import statistics
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RES = REPO / "benchmarks" / "results"
+ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem"]
+MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _acc(entries: dict, key: str) -> float | None:
+    e = entries.get(key, {})
+    return e.get("test_acc") if e.get("done") else None
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}"
+
+
+def _ratio(defended: float | None, poisoned: float | None, clean: float | None) -> float | None:
+    if None in (defended, poisoned, clean) or clean - poisoned < MIN_GAP:
+        return None
+    return (defended - poisoned) / (clean - poisoned)
+
+
+def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
+    clean = _load(RES / "attacks" / "clean.json").get("test_acc")
+    rows: dict[str, dict[str, float | None]] = {}
+    for a in ATTACKS + ["clean"]:
+        ecl = _load(RES / f"eclipse_{a}.json").get("entries", {})
+        av = _load(RES / "attacks" / f"{a}.json")
+        row = {
+            # undefended: the eclipse run's own 'none' entry, else the attack verification (same recipe and seed)
+            "none": _acc(ecl, "none") if _acc(ecl, "none") is not None else av.get("test_acc"),
+            "jpeg": _acc(ecl, "jpeg"), "grayscale": _acc(ecl, "grayscale"),
+            "eclipse": _acc(ecl, "A+B+C"), "A": _acc(ecl, "A"), "A+gray": _acc(ecl, "A+gray"),
+            "A+noise": _acc(ecl, "A+noise"), "avatar": _acc(ecl, "avatar"),
+            "dvae": _acc(_load(RES / f"dvae_{a}_dvae.json").get("entries", {}), "dvae"),
+            "stage1": _acc(_load(RES / f"dvae_{a}_stage1.json").get("entries", {}), "stage1"),
+            "rcvae": _acc(_load(RES / f"dvae_{a}_rcvae.json").get("entries", {}), "rcvae"),
+        }
+        if a == "clean":
+            row["none"] = clean
+        rows[a] = row
+    return clean, rows
+
+
+def efficacy_table(method: str, label: str) -> str:
+    clean, rows = collect()
+    head = ("| attack | no defense | JPEG-10 | grayscale | ECLIPSE | D-VAE | clean reference | "
+            f"recovery of {label} |\n|---|---|---|---|---|---|---|---|\n")
+    lines, ratios = [], []
+    for a in ATTACKS:
+        r = rows[a]
+        if all(r[k] is None for k in ("none", "eclipse", "dvae", "jpeg", "grayscale")):
+            continue
+        rr = _ratio(r[method], r["none"], clean)
+        if rr is not None:
+            ratios.append(rr)
+        lines.append(f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['jpeg'])} | {_pct(r['grayscale'])} | "
+                     f"{_pct(r['eclipse'])} | {_pct(r['dvae'])} | {_pct(clean)} | "
+                     f"{'—' if rr is None else f'{rr:.3f}'} |")
+    c = rows["clean"]
+    lines.append(f"| none (clean data) | {_pct(clean)} | {_pct(c['jpeg'])} | {_pct(c['grayscale'])} | "
+                 f"{_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — |")
+    avg = f"{statistics.mean(ratios):.3f} over {len(ratios)} attack(s)" if ratios else "not measured yet"
+    cost = c[method]
+    cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
+    return (head + "\n".join(lines) + f"\n\nAverage recovery of {label}: **{avg}**. "
+            f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**.\n")
+
+
+def ablation_table() -> str:
+    clean, rows = collect()
+    head = "| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | A+B+C (ECLIPSE) |\n|---|---|---|---|---|---|\n"
+    lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['A'])} | {_pct(r['A+gray'])} | {_pct(r['A+noise'])} | "
+             f"{_pct(r['eclipse'])} |" for a, r in rows.items()
+             if a != "clean" and any(r[k] is not None for k in ("A", "A+gray", "A+noise"))]
+    return head + "\n".join(lines) + "\n"
+
+
+def dvae_ablation_table() -> str:
+    clean, rows = collect()
+    head = "| attack | none | stage 1 only | D-VAE (both stages) | rate-constrained VAE |\n|---|---|---|---|---|\n"
+    lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['stage1'])} | {_pct(r['dvae'])} | {_pct(r['rcvae'])} |"
+             for a, r in rows.items() if a != "clean" and any(r[k] is not None for k in ("stage1", "rcvae"))]
+    return head + "\n".join(lines) + "\n"
+
+
+def cost_table(prefix: str) -> str:
+    """fit + purify seconds on the 20,000-image poisoned set, per attack run."""
+    lines = []
+    for a in ATTACKS + ["clean"]:
+        if prefix == "eclipse":
+            e = _load(RES / f"eclipse_{a}.json").get("entries", {}).get("A+B+C")
+        else:
+            e = _load(RES / f"dvae_{a}_dvae.json").get("entries", {}).get("dvae")
+        if e and e.get("fit_seconds") is not None:
+            tot = e["fit_seconds"] + e["purify_seconds"]
+            lines.append(f"| {a} | {e['fit_seconds']:.0f} | {e['purify_seconds']:.0f} | {tot / 60:.1f} |")
+    head = "| run | fit (s) | purify (s) | fit + purify (min) |\n|---|---|---|---|\n"
+    return head + "\n".join(lines) + "\n"
+
+
+def replace_block(doc: Path, name: str, body: str) -> None:
+    text = doc.read_text(encoding="utf-8")
+    pat = re.compile(rf"(<!-- begin:{re.escape(name)} -->\n).*?(<!-- end:{re.escape(name)} -->)", re.S)
+    if not pat.search(text):
+        raise SystemExit(f"{doc}: no block {name!r}")
+    doc.write_text(pat.sub(lambda m: m.group(1) + body + m.group(2), text), encoding="utf-8")
+
+
+def main() -> None:
+    ecl, dv = REPO / "docs" / "eclipse.md", REPO / "docs" / "dvae.md"
+    replace_block(ecl, "efficacy", efficacy_table("eclipse", "ECLIPSE"))
+    replace_block(ecl, "ablation", ablation_table())
+    replace_block(ecl, "cost", cost_table("eclipse"))
+    replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
+    replace_block(dv, "ablation", dvae_ablation_table())
+    replace_block(dv, "cost", cost_table("dvae"))
+    print(ecl, dv)
+
+
+if __name__ == "__main__":
+    main()
