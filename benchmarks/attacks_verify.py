@@ -207,6 +207,9 @@ def report(args: argparse.Namespace) -> Path:
     if limits - {None}:
         lines += ["**Warning:** some rows were produced with `--limit` (a subset), not the full cpu profile.", ""]
     lines += ["Parameters of each run are in its JSON file (`params`), together with per-epoch test accuracy.", ""]
+    findings = RESULTS / "FINDINGS.md"  # hand-written analysis of the measured rows, kept across regenerations
+    if findings.exists():
+        lines += [findings.read_text(encoding="utf-8").rstrip(), ""]
     out = Path(args.doc)
     write_text_atomic(out, "\n".join(lines))
     return out
