@@ -123,6 +123,17 @@ def cost_table(prefix: str) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def kappa_table() -> str:
+    """The κ sweep(s): final KL per latent position against κ, and PSNR of x̂."""
+    lines = []
+    for f in sorted(RES.glob("dvae_*_kappa*.json")):
+        d = _load(f)
+        for row in d.get("kappa_table", []):
+            lines.append(f"| {f.stem} | {row['kappa']:g} | {row['final_kl']:.3f} | {row['psnr_xhat']:.2f} |")
+    head = "| run | κ | final KL (nats / latent position) | PSNR of x̂ (dB) |\n|---|---|---|---|\n"
+    return head + "\n".join(lines) + "\n"
+
+
 def replace_block(doc: Path, name: str, body: str) -> None:
     text = doc.read_text(encoding="utf-8")
     pat = re.compile(rf"(<!-- begin:{re.escape(name)} -->\n).*?(<!-- end:{re.escape(name)} -->)", re.S)
@@ -139,6 +150,7 @@ def main() -> None:
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", cost_table("dvae"))
+    replace_block(dv, "kappa", kappa_table())
     print(ecl, dv)
 
 
