@@ -27,9 +27,21 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 15) -> float:
     return 2 * n**3 / statistics.median(times) / 1e9
 
 
+def _cpu_model() -> str:
+    """The CPU model name (timings from different machines of this kind differ up to ~3x: record which one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine() -> dict[str, object]:
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine()}
+            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_model": _cpu_model()}
 
 
 def save(name: str, result: dict[str, object]) -> Path:

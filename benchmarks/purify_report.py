@@ -55,7 +55,7 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
             "none": _acc(ecl, "none") if _acc(ecl, "none") is not None else av.get("test_acc"),
             "jpeg": _acc(ecl, "jpeg"), "grayscale": _acc(ecl, "grayscale"),
             "eclipse": _acc(ecl, "A+B+C"), "A": _acc(ecl, "A"), "A+gray": _acc(ecl, "A+gray"),
-            "A+noise": _acc(ecl, "A+noise"), "avatar": _acc(ecl, "avatar"),
+            "A+noise": _acc(ecl, "A+noise"), "B+C": _acc(ecl, "B+C"), "avatar": _acc(ecl, "avatar"),
             "dvae": _acc(_load(RES / f"dvae_{a}_dvae.json").get("entries", {}), "dvae"),
             "stage1": _acc(_load(RES / f"dvae_{a}_stage1.json").get("entries", {}), "stage1"),
             "rcvae": _acc(_load(RES / f"dvae_{a}_rcvae.json").get("entries", {}), "rcvae"),
@@ -93,10 +93,11 @@ def efficacy_table(method: str, label: str) -> str:
 
 def ablation_table() -> str:
     clean, rows = collect()
-    head = "| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | A+B+C (ECLIPSE) |\n|---|---|---|---|---|---|\n"
+    head = ("| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | B+C (no diffusion) | A+B+C (ECLIPSE) |"
+            "\n|---|---|---|---|---|---|---|\n")
     lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['A'])} | {_pct(r['A+gray'])} | {_pct(r['A+noise'])} | "
-             f"{_pct(r['eclipse'])} |" for a, r in rows.items()
-             if a != "clean" and any(r[k] is not None for k in ("A", "A+gray", "A+noise"))]
+             f"{_pct(r['B+C'])} | {_pct(r['eclipse'])} |" for a, r in rows.items()
+             if a != "clean" and any(r[k] is not None for k in ("A", "A+gray", "A+noise", "B+C"))]
     return head + "\n".join(lines) + "\n"
 
 
