@@ -55,3 +55,25 @@ def _json_default(o: Any) -> Any:
 def to_jsonable(obj: Any) -> Any:
     """Round-trip through json with the project's encoder (numpy scalars, paths, result objects)."""
     return json.loads(json.dumps(obj, default=_json_default))
+
+
+def read_run_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A resumable run's safetensors checkpoint: (JSON state from its metadata, tensors), or None if absent.
+
+    One-line errors for an unreadable file and for a checkpoint written by another run (different fingerprint)."""
+    from safetensors import safe_open
+
+    from unpoison.errors import UnpoisonError
+
+    if not path.exists():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            state = json.loads((f.metadata() or {}).get("state", "{}"))
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several error types for a bad header
+        raise UnpoisonError(f"checkpoint {path} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
+    if state.get("fingerprint") != fingerprint:
+        raise UnpoisonError(f"checkpoint {path} belongs to another run (config, seed or data differ); "
+                            "delete it or choose another checkpoint_dir")
+    return state, tensors

@@ -40,7 +40,7 @@ from unpoison.data.dataset import ImageDataset
 from unpoison.defenses.base import Purifier, register_purifier
 from unpoison.errors import UnpoisonError
 from unpoison.utils.device import select_device
-from unpoison.utils.io import atomic_path, write_json_atomic
+from unpoison.utils.io import atomic_path, read_run_checkpoint, write_json_atomic
 from unpoison.utils.seed import derive_seed, torch_generator
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -287,19 +287,10 @@ def _save_stage(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: 
 
 
 def _load_stage(path: Path, model: nn.Module, opt: torch.optim.Optimizer, fp: str) -> dict[str, Any] | None:
-    from safetensors import safe_open
-
-    if not path.exists():
+    found = read_run_checkpoint(path, fp)
+    if found is None:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("state", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several error types for a bad header
-        raise UnpoisonError(f"checkpoint {path} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
-    if meta.get("fingerprint") != fp:
-        raise UnpoisonError(f"checkpoint {path} belongs to another run (config, seed or data differ); "
-                            "delete it or choose another checkpoint_dir")
+    meta, tensors = found
     dev = next(model.parameters()).device
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     state: dict[int, dict[str, torch.Tensor]] = {}

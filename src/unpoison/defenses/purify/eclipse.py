@@ -44,7 +44,7 @@ from unpoison.models.diffusion import (EMA, UNET_PRESETS, DiffusionUNet, Gaussia
                                        load_diffusion, purify_batch, save_diffusion)
 from unpoison.training.transforms import TRAIN_TRANSFORMS
 from unpoison.utils.device import select_device
-from unpoison.utils.io import atomic_path, write_json_atomic
+from unpoison.utils.io import atomic_path, read_run_checkpoint, write_json_atomic
 from unpoison.utils.seed import derive_seed, numpy_rng, torch_generator
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -191,20 +191,10 @@ def _save_state(ckpt: Path, model: DiffusionUNet, ema: EMA, opt: torch.optim.Opt
 
 def _load_state(ckpt: Path, model: DiffusionUNet, ema: EMA, opt: torch.optim.Optimizer,
                 fingerprint: str) -> dict[str, Any] | None:
-    from safetensors import safe_open
-
-    path = ckpt / "state.safetensors"
-    if not path.exists():
+    found = read_run_checkpoint(ckpt / "state.safetensors", fingerprint)
+    if found is None:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            state = json.loads((f.metadata() or {}).get("state", "{}"))
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several error types for a bad header
-        raise UnpoisonError(f"checkpoint {path} is not a readable safetensors file: {str(e).splitlines()[0]}") from None
-    if state.get("fingerprint") != fingerprint:
-        raise UnpoisonError(f"checkpoint {path} belongs to another run (config, seed or data differ); "
-                            "delete it or choose another checkpoint_dir")
+    state, tensors = found
     dev = next(model.parameters()).device
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v.to(dev) for k, v in tensors.items() if k.startswith("ema.")})
