@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset
 from unpoison.models import create_model
 from unpoison.training.augment import random_crop, random_flip
+from unpoison.utils.device import select_device
 from unpoison.utils.seed import derive_seed, torch_generator
 
 # Config fields that change how a generation runs but not what it produces: left out of the cache key.
@@ -193,6 +194,32 @@ def choose_indices(n: int, rate: float, tag: str, seed: int) -> np.ndarray:
     from unpoison.utils.seed import numpy_rng
 
     return choose_poison_indices(np.ones(n, dtype=bool), rate, n, numpy_rng(tag, "select", seed))
+
+
+class PoisonSlots(NamedTuple):
+    """Where a sample-wise generation starts: the chosen positions, their mask, the images to overwrite, zero norms."""
+
+    chosen: np.ndarray
+    is_poison: np.ndarray
+    images: np.ndarray
+    norms: np.ndarray
+
+
+def poison_slots(ds: ImageDataset, chosen: np.ndarray) -> PoisonSlots:
+    n = len(ds)
+    is_poison = np.zeros(n, dtype=bool)
+    is_poison[chosen] = True
+    return PoisonSlots(chosen, is_poison, ds.images.copy(), np.zeros(n, dtype=np.float32))
+
+
+def open_generation(ds: ImageDataset, device: str, rate: float, tag: str,
+                    seed: int) -> tuple[torch.device, PoisonSlots]:
+    """The opening of EM/REM/TAP's generation: the device, and ``rate`` of the samples drawn by :func:`choose_indices`.
+
+    LC draws its samples from the target class instead, so it uses :func:`poison_slots` alone.
+    """
+    dev = select_device(device)
+    return dev, poison_slots(ds, choose_indices(len(ds), rate, tag, seed))
 
 
 def train_clean_surrogate(cfg: SurrogateConfig, ds: ImageDataset, seed: int, tag: str, epochs: int,

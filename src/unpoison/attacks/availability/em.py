@@ -29,11 +29,10 @@ import torch.nn.functional as F
 from unpoison.attacks.base import Attack, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.surrogate import (RUN_FIELDS, Bar, SurrogateConfig, augment, batches, build_surrogate,
-                                        check_budget, choose_indices, linf_pgd, load_surrogate_state, make_optimizer,
+                                        check_budget, linf_pgd, load_surrogate_state, make_optimizer, open_generation,
                                         quantise, sample_batch, surrogate_state, to_float)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
-from unpoison.utils.device import select_device
 from unpoison.utils.seed import torch_generator
 
 
@@ -98,13 +97,7 @@ class MinMinAttack(Attack):
 
     def _generate(self, ds: ImageDataset, seed: int, ck: Checkpoint) -> PoisonedDataset:
         cfg = self.config
-        n = len(ds)
-        dev = select_device(cfg.device)
-        chosen = choose_indices(n, cfg.poison_rate, self.name, seed)
-        is_poison = np.zeros(n, dtype=bool)
-        is_poison[chosen] = True
-        images = ds.images.copy()
-        norms = np.zeros(n, dtype=np.float32)
+        dev, (chosen, is_poison, images, norms) = open_generation(ds, cfg.device, cfg.poison_rate, self.name, seed)
         history: list[dict[str, float]] = []
         if len(chosen):
             delta, history = self._min_min(ds, chosen, seed, ck, dev)

@@ -24,11 +24,10 @@ import torch
 
 from unpoison.attacks.base import Attack, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
-from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, choose_indices, pgd_sweep, quantise,
-                                        train_clean_surrogate)
+from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, open_generation, pgd_sweep,
+                                        quantise, train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
-from unpoison.utils.device import select_device
 from unpoison.utils.seed import numpy_rng
 
 
@@ -84,14 +83,8 @@ class TAP(Attack):
 
     def _generate(self, ds: ImageDataset, seed: int, ck: Checkpoint) -> PoisonedDataset:
         cfg = self.config
-        n = len(ds)
-        dev = select_device(cfg.device)
-        chosen = choose_indices(n, cfg.poison_rate, self.name, seed)
-        is_poison = np.zeros(n, dtype=bool)
-        is_poison[chosen] = True
+        dev, (chosen, is_poison, images, norms) = open_generation(ds, cfg.device, cfg.poison_rate, self.name, seed)
         perm = class_permutation(ds.num_classes, cfg.target_map, seed)
-        images = ds.images.copy()
-        norms = np.zeros(n, dtype=np.float32)
         if len(chosen):
             model = train_clean_surrogate(cfg, ds, seed, self.name, cfg.surrogate_epochs, dev, ck.surrogate_path)
             x_u8 = torch.from_numpy(ds.images[chosen]).permute(0, 3, 1, 2).contiguous()

@@ -34,8 +34,8 @@ from unpoison.attacks.backdoor.common import CHUNK, BackdoorConfig, TriggerBackd
 from unpoison.attacks.base import measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.labelmaps import choose_poison_indices, eligible
-from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, grey_levels, pgd_sweep, quantise,
-                                        train_clean_surrogate)
+from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, grey_levels, pgd_sweep,
+                                        poison_slots, quantise, train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.errors import UnpoisonError
@@ -157,11 +157,8 @@ class LabelConsistent(TriggerBackdoor):
         n = len(ds)
         rng = numpy_rng(self.name, seed)
         k = self.poison_count(ds.labels)
-        chosen = choose_poison_indices(self.poison_pool(ds.labels), k / n, n, rng)
-        is_poison = np.zeros(n, dtype=bool)
-        is_poison[chosen] = True
-        images = ds.images.copy()
-        norms = np.zeros(n, dtype=np.float32)
+        picked = choose_poison_indices(self.poison_pool(ds.labels), k / n, n, rng)
+        chosen, is_poison, images, norms = poison_slots(ds, picked)
         adv_max = 0.0
         if len(chosen):
             adv = ds.images[chosen]
