@@ -4,8 +4,10 @@ import torch
 
 from unpoison.attacks import ATTACKS, create_attack
 from unpoison.attacks.availability.ar import AR, ar_generate
-from unpoison.data import ImageDataset
 from unpoison.errors import UnpoisonError
+
+from tests.attacks._surrogate_helpers import (OTHER_SHAPE_IDS, OTHER_SHAPES, assert_ground_truth_kept,
+                                              assert_l2_all_poisoned_near_budget, assert_rate_respected)
 
 BUDGET = 1.0
 
@@ -13,19 +15,6 @@ BUDGET = 1.0
 @pytest.fixture(scope="module")
 def poisoned(cifar_small):
     return create_attack("ar").poison(cifar_small, seed=0)
-
-
-def many_classes(ds: ImageDataset, k: int = 43) -> ImageDataset:
-    """Every one of k classes populated (≈ 11–12 images each)."""
-    return ImageDataset(ds.images, np.arange(len(ds)) % k, [f"c{i}" for i in range(k)])
-
-
-def upscaled(ds: ImageDataset, n: int = 100) -> ImageDataset:
-    return ImageDataset(ds.images[:n].repeat(2, axis=1).repeat(2, axis=2), ds.labels[:n], ds.class_names)
-
-
-def grayscale(ds: ImageDataset, n: int = 200) -> ImageDataset:
-    return ImageDataset(ds.images[:n].mean(axis=-1, keepdims=True).astype(np.uint8), ds.labels[:n], ds.class_names)
 
 
 def residual_accuracy(pds) -> float:
@@ -45,31 +34,18 @@ def test_registered_with_summary():
 
 
 def test_norms_within_budget_and_close_to_it(poisoned, cifar_small):
-    norms = poisoned.poison_norms
-    assert poisoned.is_poison.all()
-    measured = np.sqrt(((poisoned.images.astype(np.float64) - cifar_small.images) ** 2).reshape(len(norms), -1)
-                       .sum(1)) / 255
-    assert np.allclose(norms, measured, atol=1e-5)
-    assert (norms <= BUDGET + 1e-6).all()
-    assert np.mean(norms > 0.9 * BUDGET) > 0.9  # only clipping at saturated pixels shrinks a sample's norm
-    assert poisoned.attack["name"] == "ar" and poisoned.attack["norm"] == "l2" and poisoned.attack["budget"] == BUDGET
+    assert_l2_all_poisoned_near_budget(poisoned, cifar_small, BUDGET, near=0.9)
+    assert poisoned.attack["name"] == "ar"
 
 
 def test_clean_label_and_ground_truth(poisoned, cifar_small):
-    assert np.array_equal(poisoned.labels, cifar_small.labels)
-    assert np.array_equal(poisoned.original_labels, cifar_small.labels)
-    assert np.array_equal(poisoned.clean_images, cifar_small.images)
-    assert np.array_equal(poisoned.indices, cifar_small.indices)
+    assert_ground_truth_kept(poisoned, cifar_small)
 
 
 @pytest.mark.parametrize("rate", [0.5, 1.0])
 def test_poison_rate(cifar_small, rate):
     pds = AR(poison_rate=rate).poison(cifar_small, seed=3)
-    n = len(cifar_small)
-    assert pds.is_poison.sum() == round(rate * n)
-    clean = ~pds.is_poison
-    assert np.array_equal(pds.images[clean], cifar_small.images[clean])
-    assert (pds.poison_norms[clean] == 0).all()
+    assert_rate_respected(pds, cifar_small, rate)
     assert (pds.images[pds.is_poison] != cifar_small.images[pds.is_poison]).any(axis=(1, 2, 3)).all()
     assert (pds.poison_norms[pds.is_poison] <= BUDGET + 1e-6).all()
 
@@ -113,7 +89,7 @@ def test_fresh_start_per_image_but_class_separable(poisoned):
     assert residual_accuracy(poisoned) > 0.9  # chance is 0.1
 
 
-@pytest.mark.parametrize("make", [many_classes, upscaled, grayscale], ids=["43-classes", "64x64", "1-channel"])
+@pytest.mark.parametrize("make", OTHER_SHAPES, ids=OTHER_SHAPE_IDS)
 def test_other_shapes_and_class_counts(cifar_small, make):
     ds = make(cifar_small)
     pds = AR().poison(ds, seed=0)

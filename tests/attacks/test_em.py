@@ -3,12 +3,13 @@ import pytest
 
 from unpoison.attacks import ATTACKS, create_attack
 from unpoison.attacks.availability.em import EM, EMConfig
-from unpoison.attacks.cache import STATS, GenerationInterrupted
+from unpoison.attacks.cache import STATS
 from unpoison.config import build_config
 from unpoison.errors import UnpoisonError
 
-from tests.attacks._surrogate_helpers import (TINY, assert_clean_label_ground_truth, assert_linf_within, same_result,
-                                              tiny_subset)
+from tests.attacks._surrogate_helpers import (TINY, assert_clean_label_ground_truth, assert_linf_within,
+                                              count_generations, interrupt_after_one_unit, same_result,
+                                              surrogate_fixtures)
 
 PARAMS = TINY | {"pgd_steps": 2, "train_steps": 2, "max_rounds": 2}
 
@@ -17,19 +18,7 @@ def P(**kw):
     return PARAMS | kw
 
 
-@pytest.fixture(scope="module")
-def tiny(cifar_train):
-    return tiny_subset(cifar_train)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("em-cache"))
-
-
-@pytest.fixture(scope="module")
-def poisoned(tiny, cache):
-    return EM(**P(cache_dir=cache)).poison(tiny, seed=0)
+tiny, cache, attack, poisoned = surrogate_fixtures(EM, PARAMS)
 
 
 def test_registered_with_paper_preset():
@@ -61,9 +50,7 @@ def test_deterministic_and_seeded(poisoned, tiny):
 
 
 def test_cache_hit_and_miss(tiny, cache, poisoned, monkeypatch):
-    calls = []
-    orig = EM._generate
-    monkeypatch.setattr(EM, "_generate", lambda self, *a: calls.append(1) or orig(self, *a))
+    calls = count_generations(monkeypatch, EM)
     hits = STATS["hits"]
     again = EM(**P(cache_dir=cache, progress=True)).poison(tiny, seed=0)  # a run-only field: same key
     assert calls == [] and STATS["hits"] == hits + 1 and same_result(again, poisoned)
@@ -75,10 +62,7 @@ def test_cache_hit_and_miss(tiny, cache, poisoned, monkeypatch):
 
 
 def test_resume_equals_uninterrupted(tiny, tmp_path, poisoned):
-    a = EM(**P(cache_dir=str(tmp_path)))
-    a.stop_after = 1
-    with pytest.raises(GenerationInterrupted):
-        a.poison(tiny, seed=0)
+    interrupt_after_one_unit(EM(**P(cache_dir=str(tmp_path))), tiny)
     assert list(tmp_path.rglob("state.safetensors")) and not list(tmp_path.rglob("poisoned.npz"))
     resumed = STATS["resumed"]
     b = EM(**P(cache_dir=str(tmp_path))).poison(tiny, seed=0)

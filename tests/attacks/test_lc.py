@@ -3,11 +3,11 @@ import pytest
 
 from unpoison.attacks import ATTACKS, BackdoorAttack, create_attack
 from unpoison.attacks.backdoor.lc import LabelConsistent, LCConfig, corner_sign
-from unpoison.attacks.cache import GenerationInterrupted
 from unpoison.data import load_dataset, save_dataset
 from unpoison.errors import UnpoisonError
 
-from tests.attacks._surrogate_helpers import TINY, same_result, tiny_subset
+from tests.attacks._surrogate_helpers import (TINY, count_generations, interrupt_after_one_unit, same_result,
+                                              surrogate_fixtures)
 
 PARAMS = TINY | {"steps": 2, "surrogate_epochs": 1, "batch_size": 10, "target": 3}
 
@@ -16,24 +16,7 @@ def P(**kw):
     return PARAMS | kw
 
 
-@pytest.fixture(scope="module")
-def tiny(cifar_train):
-    return tiny_subset(cifar_train)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("lc-cache"))
-
-
-@pytest.fixture(scope="module")
-def attack(cache):
-    return LabelConsistent(**P(cache_dir=cache))
-
-
-@pytest.fixture(scope="module")
-def poisoned(attack, tiny):
-    return attack.poison(tiny, seed=0)
+tiny, cache, attack, poisoned = surrogate_fixtures(LabelConsistent, PARAMS)
 
 
 def test_registered():
@@ -94,14 +77,9 @@ def test_target_fraction_and_determinism(tiny, poisoned):
 
 
 def test_cache_hit_miss_and_resume(tiny, cache, poisoned, tmp_path, monkeypatch):
-    a = LabelConsistent(**P(cache_dir=str(tmp_path)))
-    a.stop_after = 1  # of 2 PGD batches
-    with pytest.raises(GenerationInterrupted):
-        a.poison(tiny, seed=0)
+    interrupt_after_one_unit(LabelConsistent(**P(cache_dir=str(tmp_path))), tiny)  # after 1 of 2 PGD batches
     assert same_result(LabelConsistent(**P(cache_dir=str(tmp_path))).poison(tiny, seed=0), poisoned)
-    calls = []
-    orig = LabelConsistent._generate
-    monkeypatch.setattr(LabelConsistent, "_generate", lambda self, *a: calls.append(1) or orig(self, *a))
+    calls = count_generations(monkeypatch, LabelConsistent)
     hit = LabelConsistent(**P(cache_dir=cache))
     assert same_result(hit.poison(tiny, seed=0), poisoned) and calls == []
     assert np.array_equal(hit.apply_trigger(tiny.images[:3]), LabelConsistent(**PARAMS).apply_trigger(tiny.images[:3]))

@@ -7,6 +7,9 @@ from unpoison.attacks.availability.lsp import LSP, LSPConfig
 from unpoison.data import ImageDataset
 from unpoison.errors import UnpoisonError
 
+from tests.attacks._surrogate_helpers import (assert_ground_truth_kept, assert_l2_all_poisoned_near_budget,
+                                              assert_rate_respected)
+
 BUDGET = 1.30
 
 
@@ -20,31 +23,17 @@ def test_registered_with_summary():
 
 
 def test_norms_within_budget_and_close_to_it(poisoned, cifar_small):
-    norms = poisoned.poison_norms
-    assert poisoned.is_poison.all()
-    measured = np.sqrt(((poisoned.images.astype(np.float64) - cifar_small.images) ** 2).reshape(len(norms), -1)
-                       .sum(1)) / 255
-    assert np.allclose(norms, measured, atol=1e-5)
-    assert (norms <= BUDGET + 1e-6).all()
-    assert np.mean(norms > 0.8 * BUDGET) > 0.9  # only clipping at saturated pixels shrinks a sample's norm
-    assert poisoned.attack["norm"] == "l2" and poisoned.attack["budget"] == BUDGET
+    assert_l2_all_poisoned_near_budget(poisoned, cifar_small, BUDGET, near=0.8)
 
 
 def test_clean_label_and_ground_truth(poisoned, cifar_small):
-    assert np.array_equal(poisoned.labels, cifar_small.labels)
-    assert np.array_equal(poisoned.original_labels, cifar_small.labels)
-    assert np.array_equal(poisoned.clean_images, cifar_small.images)
-    assert np.array_equal(poisoned.indices, cifar_small.indices)
+    assert_ground_truth_kept(poisoned, cifar_small)
 
 
 @pytest.mark.parametrize("rate", [0.5, 0.13, 0.0])
 def test_partial_poisoning(cifar_small, rate):
     pds = LSP(poison_rate=rate).poison(cifar_small, seed=3)
-    n = len(cifar_small)
-    assert pds.is_poison.sum() == round(rate * n)
-    clean = ~pds.is_poison
-    assert np.array_equal(pds.images[clean], cifar_small.images[clean])
-    assert (pds.poison_norms[clean] == 0).all()
+    assert_rate_respected(pds, cifar_small, rate)
     if rate:
         assert (pds.images[pds.is_poison] != cifar_small.images[pds.is_poison]).any(axis=(1, 2, 3)).all()
     if rate == 0.5:  # stratified: every class gets half its samples poisoned

@@ -5,23 +5,12 @@ from unpoison.attacks import ATTACKS, create_attack
 from unpoison.attacks.availability.ops import OPS, SCORE_EPS, colour_bits
 from unpoison.data import ImageDataset
 
+from tests.attacks._surrogate_helpers import OTHER_SHAPE_IDS, OTHER_SHAPES, assert_rate_respected
+
 
 @pytest.fixture(scope="module")
 def poisoned(cifar_small):
     return create_attack("ops").poison(cifar_small, seed=0)
-
-
-def many_classes(ds: ImageDataset, k: int = 43) -> ImageDataset:
-    """Every one of k classes populated (≈ 11–12 images each)."""
-    return ImageDataset(ds.images, np.arange(len(ds)) % k, [f"c{i}" for i in range(k)])
-
-
-def upscaled(ds: ImageDataset, n: int = 100) -> ImageDataset:
-    return ImageDataset(ds.images[:n].repeat(2, axis=1).repeat(2, axis=2), ds.labels[:n], ds.class_names)
-
-
-def grayscale(ds: ImageDataset, n: int = 200) -> ImageDataset:
-    return ImageDataset(ds.images[:n].mean(axis=-1, keepdims=True).astype(np.uint8), ds.labels[:n], ds.class_names)
 
 
 def brute_score(images: np.ndarray, colour: np.ndarray, h: int, w: int) -> float:
@@ -98,10 +87,7 @@ def test_planted_stable_pixel_is_found():
 @pytest.mark.parametrize("rate", [0.5, 1.0])
 def test_poison_rate(cifar_small, rate):
     pds = OPS(poison_rate=rate).poison(cifar_small, seed=3)
-    assert pds.is_poison.sum() == round(rate * len(cifar_small))
-    clean = ~pds.is_poison
-    assert np.array_equal(pds.images[clean], cifar_small.images[clean])
-    assert (pds.poison_norms[clean] == 0).all()
+    assert_rate_respected(pds, cifar_small, rate)
     check_one_pixel(pds, cifar_small)
 
 
@@ -115,7 +101,7 @@ def test_seeded(cifar_small, poisoned):
     assert not np.array_equal(a.is_poison, c.is_poison) and not np.array_equal(a.images, c.images)
 
 
-@pytest.mark.parametrize("make", [many_classes, upscaled, grayscale], ids=["43-classes", "64x64", "1-channel"])
+@pytest.mark.parametrize("make", OTHER_SHAPES, ids=OTHER_SHAPE_IDS)
 def test_other_shapes_and_class_counts(cifar_small, make):
     ds = make(cifar_small)
     pds = OPS().poison(ds, seed=0)

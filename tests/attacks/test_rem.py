@@ -2,12 +2,12 @@ import pytest
 
 from unpoison.attacks import ATTACKS, create_attack
 from unpoison.attacks.availability.rem import REM, REMConfig
-from unpoison.attacks.cache import GenerationInterrupted
 from unpoison.config import build_config
 from unpoison.errors import UnpoisonError
 
-from tests.attacks._surrogate_helpers import (TINY, assert_clean_label_ground_truth, assert_linf_within, same_result,
-                                              tiny_subset)
+from tests.attacks._surrogate_helpers import (TINY, assert_clean_label_ground_truth, assert_linf_within,
+                                              count_generations, interrupt_after_one_unit, same_result,
+                                              surrogate_fixtures)
 
 PARAMS = TINY | {"pgd_steps": 1, "adv_steps": 1, "eot_samples": 1, "train_steps": 1, "rounds": 2}
 
@@ -16,19 +16,7 @@ def P(**kw):
     return PARAMS | kw
 
 
-@pytest.fixture(scope="module")
-def tiny(cifar_train):
-    return tiny_subset(cifar_train)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("rem-cache"))
-
-
-@pytest.fixture(scope="module")
-def poisoned(tiny, cache):
-    return REM(**P(cache_dir=cache)).poison(tiny, seed=0)
+tiny, cache, attack, poisoned = surrogate_fixtures(REM, PARAMS)
 
 
 def test_registered_with_paper_preset():
@@ -54,19 +42,14 @@ def test_deterministic(poisoned, tiny):
 
 
 def test_cache_hit_and_miss(tiny, cache, poisoned, monkeypatch):
-    calls = []
-    orig = REM._generate
-    monkeypatch.setattr(REM, "_generate", lambda self, *a: calls.append(1) or orig(self, *a))
+    calls = count_generations(monkeypatch, REM)
     assert same_result(REM(**P(cache_dir=cache)).poison(tiny, seed=0), poisoned) and calls == []
     REM(**P(cache_dir=cache, adv_radius=2 / 255, rounds=1)).poison(tiny, seed=0)
     assert calls == [1]
 
 
 def test_resume_equals_uninterrupted(tiny, tmp_path, poisoned):
-    a = REM(**P(cache_dir=str(tmp_path)))
-    a.stop_after = 1
-    with pytest.raises(GenerationInterrupted):
-        a.poison(tiny, seed=0)
+    interrupt_after_one_unit(REM(**P(cache_dir=str(tmp_path))), tiny)
     assert same_result(REM(**P(cache_dir=str(tmp_path))).poison(tiny, seed=0), poisoned)
 
 

@@ -3,12 +3,12 @@ import pytest
 
 from unpoison.attacks import ATTACKS, create_attack
 from unpoison.attacks.availability.tap import TAP, TAPConfig, class_permutation
-from unpoison.attacks.cache import GenerationInterrupted
 from unpoison.config import build_config
 from unpoison.errors import UnpoisonError
 
-from tests.attacks._surrogate_helpers import (TINY, assert_clean_label_ground_truth, assert_linf_within, same_result,
-                                              tiny_subset)
+from tests.attacks._surrogate_helpers import (TINY, assert_clean_label_ground_truth, assert_linf_within,
+                                              count_generations, interrupt_after_one_unit, same_result,
+                                              surrogate_fixtures)
 
 PARAMS = TINY | {"steps": 3, "surrogate_epochs": 1, "step_size": 4 / 255}
 
@@ -17,19 +17,7 @@ def P(**kw):
     return PARAMS | kw
 
 
-@pytest.fixture(scope="module")
-def tiny(cifar_train):
-    return tiny_subset(cifar_train)
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("tap-cache"))
-
-
-@pytest.fixture(scope="module")
-def poisoned(tiny, cache):
-    return TAP(**P(cache_dir=cache)).poison(tiny, seed=0)
+tiny, cache, attack, poisoned = surrogate_fixtures(TAP, PARAMS)
 
 
 def test_registered_with_paper_preset():
@@ -61,9 +49,7 @@ def test_deterministic(poisoned, tiny):
 
 
 def test_cache_hit_and_miss(tiny, cache, poisoned, monkeypatch):
-    calls = []
-    orig = TAP._generate
-    monkeypatch.setattr(TAP, "_generate", lambda self, *a: calls.append(1) or orig(self, *a))
+    calls = count_generations(monkeypatch, TAP)
     assert same_result(TAP(**P(cache_dir=cache, device="auto")).poison(tiny, seed=0), poisoned)
     assert calls == []
     TAP(**P(cache_dir=cache, target_map="random", steps=1)).poison(tiny, seed=0)
@@ -71,10 +57,7 @@ def test_cache_hit_and_miss(tiny, cache, poisoned, monkeypatch):
 
 
 def test_resume_equals_uninterrupted(tiny, tmp_path, poisoned):
-    a = TAP(**P(cache_dir=str(tmp_path)))
-    a.stop_after = 1  # of 2 PGD batches
-    with pytest.raises(GenerationInterrupted):
-        a.poison(tiny, seed=0)
+    interrupt_after_one_unit(TAP(**P(cache_dir=str(tmp_path))), tiny)  # after 1 of 2 PGD batches
     assert list(tmp_path.rglob("surrogate.safetensors"))  # the trained surrogate is kept for the resumed run
     assert same_result(TAP(**P(cache_dir=str(tmp_path))).poison(tiny, seed=0), poisoned)
 
