@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.5)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--tag", default="", help="suffix of the result file (another machine)")
     args = ap.parse_args()
     torch.manual_seed(0)
     model = create_model(args.arch, num_classes=10, width=args.width).to(memory_format=torch.channels_last)
@@ -54,7 +55,7 @@ def main() -> None:
     out = {"arch": args.arch, "width": args.width, "batch": args.batch, "fp32_img_per_s": round(fp32, 1),
            "bf16_img_per_s": round(bf16, 1), "bf16_over_fp32": round(bf16 / fp32, 3), "machine": machine(),
            "command": "python " + " ".join(sys.argv)}
-    print(save(f"amp_{args.arch}", out))
+    print(save(f"amp_{args.arch}" + (f"_{args.tag}" if args.tag else ""), out))
     print(out)
 
 

@@ -14,6 +14,7 @@ an attack whose JSON exists for the same setup is skipped. ``--report`` writes d
     UNPOISON_DATA=.data python benchmarks/attacks_verify.py              # everything (hours on 2 CPU cores)
     UNPOISON_DATA=.data python benchmarks/attacks_verify.py em tap lc    # some attacks
     UNPOISON_DATA=.data python benchmarks/attacks_verify.py --report     # docs/attacks.md from the results
+    UNPOISON_DATA=.data python benchmarks/attacks_verify.py pixel --set num_pixels=3 --tag 3px   # a variant
     # smoke test only (tiny, results elsewhere):
     python benchmarks/attacks_verify.py em --limit 500 --epochs 1 --set em.max_rounds=1 \\
         --results /tmp/av --doc /tmp/attacks.md
@@ -133,7 +134,8 @@ def verify(args: argparse.Namespace) -> None:
     command = "python benchmarks/attacks_verify.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     jobs = [("clean", None)] + [(n, ATTACKS.get(n)) for n in names]
     for name, acls in jobs:
-        path = results / f"{name}.json"
+        # a tag keeps variants of one attack apart (e.g. the 3- and 5-pixel triggers of ``pixel``)
+        path = results / (f"{name}_{args.tag}.json" if args.tag and acls is not None else f"{name}.json")
         params = attack_params(acls, common, per) if acls is not None else {}
         this_setup = setup | {"overrides": params}
         if path.exists() and not args.force:
@@ -227,6 +229,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="override the quick recipe's epochs (smoke tests)")
     ap.add_argument("--set", action="append", help="attack parameter: key=value (all attacks) or name.key=value")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default=None, help="suffix of the result files (variants of one attack)")
     ap.add_argument("--force", action="store_true", help="redo attacks whose results exist")
     ap.add_argument("--results", default=str(RESULTS), help="folder of per-attack JSON results")
     ap.add_argument("--doc", default=str(DOC), help="markdown report to write with --report")

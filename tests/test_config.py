@@ -55,3 +55,22 @@ def test_bad_yaml(tmp_path):
 
 def test_parse_overrides_types():
     assert parse_overrides(["a=1", "b=0.5", "c=hello", "d=true"]) == {"a": 1, "b": 0.5, "c": "hello", "d": True}
+
+
+@dataclass
+class Switch(Config):
+    amp: Literal["auto", "off", "bf16"] = "auto"
+    flag: bool = True
+
+
+def test_yaml11_words_reach_choices_and_bools(tmp_path):
+    # `--set amp=off` and `amp: off` in a YAML file must mean the choice "off", not YAML 1.1's False
+    assert parse_overrides(["amp=off", "flag=no"]) == {"amp": "off", "flag": "no"}
+    c = build_config(Switch, overrides=["amp=off", "flag=no"])
+    assert (c.amp, c.flag) == ("off", False)
+    f = tmp_path / "c.yaml"
+    f.write_text("amp: off\nflag: off\n")
+    c = build_config(Switch, file=f)
+    assert (c.amp, c.flag) == ("off", False)
+    with pytest.raises(UnpoisonError, match="one of"):
+        build_config(Switch, overrides=["amp=yes"])

@@ -44,6 +44,10 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
         raise UnpoisonError(errors[0] if errors else f"{name}: invalid value {value!r}")
     if origin is Literal:
         allowed = get_args(tp)
+        if isinstance(value, bool) and value not in allowed:
+            # YAML 1.1 reads a bare `off`/`no` as False: map it back to the word the choice spells
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((w for w in words if w in allowed), value)
         check(value in allowed, f"{name} must be one of {', '.join(map(str, allowed))}; got {value!r}")
         return value
     if origin in (tuple, list):
@@ -137,6 +141,9 @@ class Config:
         return self.replace(**parse_overrides(overrides))
 
 
+_YAML11_WORDS = {"on", "off", "yes", "no", "y", "n"}
+
+
 def parse_overrides(overrides: typing.Sequence[str] | dict[str, Any] | None) -> dict[str, Any]:
     """``["lr=0.1", "widths=64,128"]`` → ``{"lr": 0.1, "widths": "64,128"}`` (values parsed as YAML scalars)."""
     if not overrides:
@@ -149,6 +156,9 @@ def parse_overrides(overrides: typing.Sequence[str] | dict[str, Any] | None) -> 
         key, raw = item.split("=", 1)
         key = key.strip().replace("-", "_")
         check(bool(key), f"override {item!r} has an empty key")
+        if raw.strip().lower() in _YAML11_WORDS:
+            out[key] = raw.strip()  # `amp=off` means the choice "off", not False; bool fields accept the word too
+            continue
         try:
             val = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
