@@ -1,17 +1,25 @@
-"""Shared helpers for the benchmarks: machine facts and result files."""
+"""Shared helpers for the benchmarks: machine facts, result files, and the resumable runs' options and preamble."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
 
+from unpoison.config import build_config
+from unpoison.data import ImageDataset, stratified_subset
+from unpoison.training import TrainConfig
+
 RESULTS = Path(__file__).resolve().parent / "results"
+CACHE = Path(__file__).resolve().parents[1] / ".cache"  # git-ignored
 
 
 def matmul_peak_gflops(n: int = 1024, repeats: int = 15) -> float:
@@ -51,3 +59,56 @@ def save(name: str, result: dict[str, object]) -> Path:
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     os.replace(tmp, p)
     return p
+
+
+# --- resumable purification runs (eclipse_bench, dvae_bench) ------------------------------------------------------
+def add_run_options(ap: argparse.ArgumentParser, *, per_class_help: str, set_help: str) -> None:
+    """The test split, smoke-run subsets, purifier/attack overrides and classifier recipe (after a run's own options)."""
+    ap.add_argument("--test", default="cifar10:test")
+    ap.add_argument("--per-class", type=int, default=0, help=per_class_help)
+    ap.add_argument("--test-per-class", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], dest="sets", help=set_help)
+    ap.add_argument("--attack-set", action="append", default=[], dest="attack_sets")
+    ap.add_argument("--recipe", default="quick")
+    ap.add_argument("--train-epochs", type=int, default=None)
+
+
+def add_resume_options(ap: argparse.ArgumentParser) -> None:
+    """--seed, --tag (part of the run's name) and --fresh: a run adds them after its own options."""
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--fresh", action="store_true")
+
+
+def resume_run(bench: str, stem: str, args: argparse.Namespace,
+               **fields: object) -> tuple[str, Path, Path, dict[str, object]]:
+    """(name, checkpoint folder, result file, result) of a resumable run named ``stem`` plus ``_<tag>``.
+
+    The checkpoints live in .cache/<bench>/<name>/ and the result in benchmarks/results/<name>.json, which a rerun
+    picks up (the caller skips finished entries); ``--fresh`` deletes both first. ``fields``, the machine and the
+    command line are recorded over what the file had, so the result names the machine of its latest run.
+    """
+    name = stem + (f"_{args.tag}" if args.tag else "")
+    ckroot = CACHE / bench / name
+    path = RESULTS / f"{name}.json"
+    if args.fresh:
+        shutil.rmtree(ckroot, ignore_errors=True)
+        path.unlink(missing_ok=True)
+    result = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    result |= {**fields, "machine": machine(), "command": "python " + " ".join(sys.argv)}
+    return name, ckroot, path, result
+
+
+def subsets(pool: ImageDataset, test: ImageDataset, args: argparse.Namespace) -> tuple[ImageDataset, ImageDataset]:
+    """The pool and test split cut to ``--per-class`` / ``--test-per-class`` per class when set (smoke runs)."""
+    if args.per_class:
+        pool = stratified_subset(pool, per_class=args.per_class, seed=args.seed)
+    if args.test_per_class:
+        test = stratified_subset(test, per_class=args.test_per_class, seed=args.seed)
+    return pool, test
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The classifier recipe ``--recipe``, with ``--train-epochs`` epochs when given."""
+    return build_config(TrainConfig, preset=args.recipe,
+                        overrides={"epochs": args.train_epochs} if args.train_epochs else None)

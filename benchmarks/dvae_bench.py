@@ -14,20 +14,19 @@ finished entry is written to benchmarks/results/dvae_<attack>_<mode>[_tag].json 
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, save  # noqa: E402
+from common import (add_resume_options, add_run_options, resume_run, save, subsets,  # noqa: E402
+                    train_config)
 
 from unpoison.attacks import create_attack  # noqa: E402
-from unpoison.config import build_config, parse_overrides  # noqa: E402
-from unpoison.data import load, stratified_subset  # noqa: E402
+from unpoison.config import parse_overrides  # noqa: E402
+from unpoison.data import load  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
-from unpoison.training import TrainConfig, train_on  # noqa: E402
+from unpoison.training import train_on  # noqa: E402
 
 
 def _purify(method: str, pds, overrides: dict, ckpt: Path):  # noqa: ANN001
@@ -45,42 +44,23 @@ def main() -> None:
     ap.add_argument("--attack", required=True)
     ap.add_argument("--mode", choices=["dvae", "stage1", "rcvae", "none", "kappa"], default="dvae")
     ap.add_argument("--data", default="cifar10:cpu")
-    ap.add_argument("--test", default="cifar10:test")
-    ap.add_argument("--per-class", type=int, default=0, help="stratified subset of the pool (0 = all; smoke runs)")
-    ap.add_argument("--test-per-class", type=int, default=0)
-    ap.add_argument("--set", action="append", default=[], dest="sets", help="D-VAE/RCVAE parameter key=value")
-    ap.add_argument("--attack-set", action="append", default=[], dest="attack_sets")
-    ap.add_argument("--recipe", default="quick")
-    ap.add_argument("--train-epochs", type=int, default=None)
+    add_run_options(ap, per_class_help="stratified subset of the pool (0 = all; smoke runs)",
+                    set_help="D-VAE/RCVAE parameter key=value")
     ap.add_argument("--kappas", default="0.5,1,1.5,3", help="κ sweep (mode kappa; rcvae kappa / dvae kappa1)")
     ap.add_argument("--kappa-method", choices=["rcvae", "dvae"], default="rcvae")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--fresh", action="store_true")
+    add_resume_options(ap)
     args = ap.parse_args()
 
-    name = f"dvae_{args.attack}_{args.mode}" + (f"_{args.tag}" if args.tag else "")
-    ckroot = Path(__file__).resolve().parents[1] / ".cache" / "dvae_bench" / name
-    path = RESULTS / f"{name}.json"
-    if args.fresh:
-        shutil.rmtree(ckroot, ignore_errors=True)
-        path.unlink(missing_ok=True)
-    result = json.loads(path.read_text()) if path.exists() else {"entries": {}}
-    result |= {"attack": args.attack, "mode": args.mode, "data": args.data, "test": args.test, "seed": args.seed,
-               "machine": machine(), "command": "python " + " ".join(sys.argv)}
+    name, ckroot, path, result = resume_run("dvae_bench", f"dvae_{args.attack}_{args.mode}", args, attack=args.attack,
+                                            mode=args.mode, data=args.data, test=args.test, seed=args.seed)
 
-    train, test = load(args.data), load(args.test)
-    if args.per_class:
-        train = stratified_subset(train, per_class=args.per_class, seed=args.seed)
-    if args.test_per_class:
-        test = stratified_subset(test, per_class=args.test_per_class, seed=args.seed)
+    train, test = subsets(load(args.data), load(args.test), args)
     acfg = parse_overrides(args.attack_sets)
     t0 = time.perf_counter()
     # 'clean': D-VAE applied to unpoisoned data (its clean-data cost)
     pds = train if args.attack == "clean" else create_attack(args.attack, **acfg).poison(train, seed=args.seed)
     result["poison_seconds"] = round(time.perf_counter() - t0, 1)
-    tcfg = build_config(TrainConfig, preset=args.recipe,
-                        overrides={"epochs": args.train_epochs} if args.train_epochs else None)
+    tcfg = train_config(args)
     result["train_config"] = tcfg.to_dict()
     overrides = parse_overrides(args.sets)
 

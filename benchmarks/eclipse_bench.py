@@ -25,18 +25,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, save  # noqa: E402
+from common import (add_resume_options, add_run_options, resume_run, save, subsets,  # noqa: E402
+                    train_config)
 
 from unpoison.config import build_config, parse_overrides  # noqa: E402
-from unpoison.data import load, load_dataset, profile_split, save_dataset, stratified_subset  # noqa: E402
+from unpoison.data import load, load_dataset, profile_split, save_dataset  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
-from unpoison.training import TrainConfig, train_on  # noqa: E402
+from unpoison.training import train_on  # noqa: E402
 
 SQUEEZE = ("jpeg", "grayscale", "bdr")  # baselines the paper compares against (ISS)
 COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
@@ -47,34 +47,16 @@ def main() -> None:
     ap.add_argument("--attack", required=True, help="attack name, or 'clean' for the unpoisoned pool")
     ap.add_argument("--modes", default="A+B+C,none", help="comma list of A+B+C | A | A+gray | A+noise | none | avatar | jpeg | grayscale | bdr")
     ap.add_argument("--data", default="cifar10", help="training split; the cpu profile splits it into pools")
-    ap.add_argument("--test", default="cifar10:test")
-    ap.add_argument("--per-class", type=int, default=0, help="stratified subset of the poison pool (0 = all; smoke)")
-    ap.add_argument("--test-per-class", type=int, default=0)
-    ap.add_argument("--set", action="append", default=[], dest="sets", help="ECLIPSE parameter key=value")
-    ap.add_argument("--attack-set", action="append", default=[], dest="attack_sets")
-    ap.add_argument("--recipe", default="quick")
-    ap.add_argument("--train-epochs", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--tag", default="")
-    ap.add_argument("--fresh", action="store_true")
+    add_run_options(ap, per_class_help="stratified subset of the poison pool (0 = all; smoke)",
+                    set_help="ECLIPSE parameter key=value")
+    add_resume_options(ap)
     args = ap.parse_args()
 
-    name = f"eclipse_{args.attack}" + (f"_{args.tag}" if args.tag else "")
-    ckroot = Path(__file__).resolve().parents[1] / ".cache" / "eclipse_bench" / name
-    path = RESULTS / f"{name}.json"
-    if args.fresh:
-        shutil.rmtree(ckroot, ignore_errors=True)
-        path.unlink(missing_ok=True)
-    result = json.loads(path.read_text()) if path.exists() else {"entries": {}}
-    result |= {"attack": args.attack, "data": args.data, "test": args.test, "seed": args.seed, "machine": machine(),
-               "command": "python " + " ".join(sys.argv)}
+    name, ckroot, path, result = resume_run("eclipse_bench", f"eclipse_{args.attack}", args, attack=args.attack,
+                                            data=args.data, test=args.test, seed=args.seed)
 
     pool, clean_pool = profile_split(load(args.data), "cpu")
-    test = load(args.test)
-    if args.per_class:
-        pool = stratified_subset(pool, per_class=args.per_class, seed=args.seed)
-    if args.test_per_class:
-        test = stratified_subset(test, per_class=args.test_per_class, seed=args.seed)
+    pool, test = subsets(pool, load(args.test), args)
     t0 = time.perf_counter()
     if args.attack == "clean":
         pds = pool
@@ -84,8 +66,7 @@ def main() -> None:
         pds = create_attack(args.attack, **parse_overrides(args.attack_sets)).poison(pool, seed=args.seed)
     result["poison_seconds"] = round(time.perf_counter() - t0, 1)
     result["sizes"] = {"poisoned": len(pds), "clean_pool": len(clean_pool), "test": len(test)}
-    tcfg = build_config(TrainConfig, preset=args.recipe,
-                        overrides={"epochs": args.train_epochs} if args.train_epochs else None)
+    tcfg = train_config(args)
     result["train_config"] = tcfg.to_dict()
     overrides = parse_overrides(args.sets)
 
