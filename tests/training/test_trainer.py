@@ -113,3 +113,20 @@ def test_evaluate_accuracy_matches_manual(cifar_small):
         manual = float((model(x).argmax(1).numpy() == cifar_small.labels).mean())
     assert evaluate_accuracy(model, cifar_small, batch_size=77) == pytest.approx(manual)
     assert isinstance(np.float64(manual), np.floating)
+
+
+def test_amp_auto_resolves_by_device_and_is_recorded(cifar_small, monkeypatch):
+    from unpoison.training import trainer as tr
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(tr, "cpu_has_amx_bf16", lambda: False)
+    assert tr._autocast_dtype("auto", cpu) is None  # bf16 without AMX runs at 0.08x fp32
+    assert tr._autocast_dtype("bf16", cpu) is torch.bfloat16
+    monkeypatch.setattr(tr, "cpu_has_amx_bf16", lambda: True)
+    assert tr._autocast_dtype("auto", cpu) is torch.bfloat16
+    assert tr._autocast_dtype("off", cpu) is None
+    assert tr._autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    small = stratified_subset(cifar_small, per_class=6, seed=0)
+    r = Trainer(TrainConfig(**TINY, epochs=1, amp="bf16")).fit(small, seed=0)
+    assert r.precision == "bf16" and r.to_dict()["precision"] == "bf16"
+    assert Trainer(TrainConfig(**TINY, epochs=1, amp="off")).fit(small, seed=0).precision == "fp32"

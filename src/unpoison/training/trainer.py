@@ -27,7 +27,7 @@ from unpoison.models import create_model
 from unpoison.training.augment import random_crop, random_flip
 from unpoison.training.evaluate import evaluate_accuracy
 from unpoison.training.transforms import BatchTransform, resolve_train_transform
-from unpoison.utils.device import select_device
+from unpoison.utils.device import cpu_has_amx_bf16, select_device
 from unpoison.utils.io import atomic_path
 from unpoison.utils.seed import derive_seed, torch_generator
 
@@ -106,6 +106,7 @@ class TrainResult:
     seconds: float
     test_acc: float | None = None
     resumed_from_epoch: int = 0
+    precision: str = "fp32"  # what ``amp`` resolved to on this device: fp32, bf16 or fp16
 
     @property
     def peak_test_acc(self) -> float | None:
@@ -116,13 +117,17 @@ class TrainResult:
         return {
             "config": self.config, "seed": self.seed, "seconds": round(self.seconds, 3), "test_acc": self.test_acc,
             "peak_test_acc": self.peak_test_acc, "resumed_from_epoch": self.resumed_from_epoch,
-            "history": [vars(h) for h in self.history],
+            "precision": self.precision, "history": [vars(h) for h in self.history],
         }
 
 
 def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    if amp == "off" or (amp == "auto" and device.type != "cuda"):
-        return None  # bf16 autocast on a CPU without AMX is slower than fp32 (measured: see docs/benchmarks.md)
+    """``auto``: bf16 on CUDA and on CPUs with AMX (2.64x faster there, same accuracy); fp32 elsewhere, since bf16
+    autocast on a CPU without AMX runs at 0.081x fp32 (both measured: docs/benchmarks.md)."""
+    if amp == "off":
+        return None
+    if amp == "auto" and not (device.type == "cuda" or (device.type == "cpu" and cpu_has_amx_bf16())):
+        return None
     if amp == "fp16":
         return torch.float16
     return torch.bfloat16
@@ -282,7 +287,8 @@ class Trainer:
         done = history[-1].epoch == cfg.epochs if history else False
         return TrainResult(model=model, config=cfg.to_dict(), seed=seed, history=history,
                            seconds=time.perf_counter() - t_start,
-                           test_acc=history[-1].test_acc if done else None, resumed_from_epoch=start)
+                           test_acc=history[-1].test_acc if done else None, resumed_from_epoch=start,
+                           precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype])
 
 
 class _Bar:
