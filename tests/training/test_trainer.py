@@ -116,16 +116,16 @@ def test_evaluate_accuracy_matches_manual(cifar_small):
 
 
 def test_amp_auto_resolves_by_device_and_is_recorded(cifar_small, monkeypatch):
-    from unpoison.training import trainer as tr
+    from unpoison.utils import device as tr
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(tr, "cpu_has_amx_bf16", lambda: False)
-    assert tr._autocast_dtype("auto", cpu) is None  # bf16 without AMX runs at 0.08x fp32
-    assert tr._autocast_dtype("bf16", cpu) is torch.bfloat16
+    assert tr.autocast_dtype("auto", cpu) is None  # bf16 without AMX runs at 0.08x fp32
+    assert tr.autocast_dtype("bf16", cpu) is torch.bfloat16
     monkeypatch.setattr(tr, "cpu_has_amx_bf16", lambda: True)
-    assert tr._autocast_dtype("auto", cpu) is torch.bfloat16
-    assert tr._autocast_dtype("off", cpu) is None
-    assert tr._autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
+    assert tr.autocast_dtype("auto", cpu) is torch.bfloat16
+    assert tr.autocast_dtype("off", cpu) is None
+    assert tr.autocast_dtype("auto", torch.device("cuda")) is torch.bfloat16
     small = stratified_subset(cifar_small, per_class=6, seed=0)
     r = Trainer(TrainConfig(**TINY, epochs=1, amp="bf16")).fit(small, seed=0)
     assert r.precision == "bf16" and r.to_dict()["precision"] == "bf16"

@@ -329,6 +329,19 @@ def reverse_process(diffusion: GaussianDiffusion, t_star: int, sampler: str = "a
     return proc, list(reversed(range(len(keep))))
 
 
+def autocast_model(model: ModelFn, dtype: torch.dtype | None) -> ModelFn:
+    """The UNet's forward under autocast, its output back in fp32: the hybrid loss, the posterior and the sampler
+    then run in fp32 (bf16's 8-bit mantissa is too coarse for log-variances and 1/255-sized steps)."""
+    if dtype is None:
+        return model
+
+    def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=dtype):
+            return model(x, t).float()
+
+    return fn
+
+
 @torch.no_grad()
 def purify_batch(model: ModelFn, diffusion: GaussianDiffusion, x0: torch.Tensor, t_star: int, sampler: str,
                  steps: int, generator: torch.Generator) -> torch.Tensor:

@@ -27,7 +27,7 @@ from unpoison.models import create_model
 from unpoison.training.augment import random_crop, random_flip
 from unpoison.training.evaluate import evaluate_accuracy
 from unpoison.training.transforms import BatchTransform, resolve_train_transform
-from unpoison.utils.device import cpu_has_amx_bf16, select_device
+from unpoison.utils.device import autocast_dtype, precision_name, select_device
 from unpoison.utils.io import atomic_path
 from unpoison.utils.seed import derive_seed, torch_generator
 
@@ -121,18 +121,6 @@ class TrainResult:
         }
 
 
-def _autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 on CUDA and on CPUs with AMX (2.64x faster there, same accuracy); fp32 elsewhere, since bf16
-    autocast on a CPU without AMX runs at 0.081x fp32 (both measured: docs/benchmarks.md)."""
-    if amp == "off":
-        return None
-    if amp == "auto" and not (device.type == "cuda" or (device.type == "cpu" and cpu_has_amx_bf16())):
-        return None
-    if amp == "fp16":
-        return torch.float16
-    return torch.bfloat16
-
-
 class Trainer:
     """``Trainer(config).fit(train, test=...)``. Hooks: ``batch_transform`` (x in [0,1] → x) and ``loss_fn``."""
 
@@ -222,7 +210,7 @@ class Trainer:
         bs = min(cfg.batch_size, n)
         steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a 1-image tail batch would break BatchNorm
         total = steps_per_epoch * cfg.epochs
-        amp_dtype = _autocast_dtype(cfg.amp, dev)
+        amp_dtype = autocast_dtype(cfg.amp, dev)
         scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 else None
         crit = self.loss_fn or (lambda out, y: F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing))
         t_start = time.perf_counter()
@@ -288,7 +276,7 @@ class Trainer:
         return TrainResult(model=model, config=cfg.to_dict(), seed=seed, history=history,
                            seconds=time.perf_counter() - t_start,
                            test_acc=history[-1].test_acc if done else None, resumed_from_epoch=start,
-                           precision={None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype])
+                           precision=precision_name(amp_dtype))
 
 
 class _Bar:
