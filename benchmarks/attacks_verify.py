@@ -72,6 +72,7 @@ def train_eval(ds: Any, test: Any, cfg: Any, seed: int) -> tuple[Any, dict[str, 
 
     r = Trainer(cfg).fit(ds, test=test, seed=seed, eval_every=1)  # per-epoch test accuracy gives the peak
     return r.model, {"test_acc": r.test_acc, "peak_test_acc": r.peak_test_acc, "train_seconds": round(r.seconds, 1),
+                     "precision": r.precision,
                      "final_train_acc": r.history[-1].train_acc if r.history else None,
                      "test_acc_per_epoch": [h.test_acc for h in r.history]}
 

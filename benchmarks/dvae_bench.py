@@ -76,7 +76,8 @@ def main() -> None:
         if classify:
             t1 = time.perf_counter()
             r = train_on(data, tcfg, test=test, seed=args.seed)
-            entry |= {"test_acc": r.test_acc, "train_seconds": round(time.perf_counter() - t1, 1)}
+            entry |= {"test_acc": r.test_acc, "train_seconds": round(time.perf_counter() - t1, 1),
+                      "precision": r.precision}
         entry["done"] = True
         result["entries"][key] = entry
         save(name, result)  # after every entry: a rerun resumes with the next one

@@ -125,7 +125,8 @@ def main() -> None:
             entry["train_transform"] = data.meta.get("train_transform")
         t1 = time.perf_counter()
         r = train_on(data, tcfg, test=test, seed=args.seed)
-        entry |= {"test_acc": r.test_acc, "train_seconds": round(time.perf_counter() - t1, 1), "done": True}
+        entry |= {"test_acc": r.test_acc, "train_seconds": round(time.perf_counter() - t1, 1), "precision": r.precision,
+                  "done": True}
         result["entries"][mode] = entry
         save(name, result)  # after every mode: a rerun resumes with the next one
         print(mode, {k: v for k, v in entry.items() if k not in ("config", "model", "loss_history")}, flush=True)
