@@ -45,7 +45,9 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
 
 
 def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
-    clean = _load(RES / "attacks" / "clean.json").get("test_acc")
+    clean = _load(RES / "attacks" / "clean.json").get("test_acc")  # fp32 (session of 2026-11-24)
+    # the clean reference in bf16, for rows whose classifiers trained in bf16 (AMX machines, amp=auto)
+    clean_bf16 = _acc(_load(RES / "eclipse_clean_bf16ref.json").get("entries", {}), "none")
     rows: dict[str, dict[str, float | None]] = {}
     for a in ATTACKS + ["clean"]:
         ecl = _load(RES / f"eclipse_{a}.json").get("entries", {})
@@ -62,6 +64,11 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
         }
         if a == "clean":
             row["none"] = clean
+        # entries written before precision was recorded ran in fp32 (amp=auto was CUDA-only then)
+        dv = _load(RES / f"dvae_{a}_dvae.json").get("entries", {})
+        row["precision"] = "/".join(sorted({e.get("precision", "fp32") for e in [*ecl.values(), *dv.values()]
+                                            if e.get("done")} or {"fp32"}))
+        row["clean_ref"] = clean_bf16 if row["precision"] == "bf16" and clean_bf16 is not None else clean
         rows[a] = row
     return clean, rows
 
@@ -69,21 +76,21 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
 def efficacy_table(method: str, label: str) -> str:
     clean, rows = collect()
     head = ("| attack | no defense | JPEG-10 | grayscale | ECLIPSE | D-VAE | clean reference | "
-            f"recovery of {label} |\n|---|---|---|---|---|---|---|---|\n")
+            f"recovery of {label} | classifier precision |\n|---|---|---|---|---|---|---|---|---|\n")
     lines, ratios = [], []
     for a in ATTACKS:
         r = rows[a]
         if all(r[k] is None for k in ("none", "eclipse", "dvae", "jpeg", "grayscale")):
             continue
-        rr = _ratio(r[method], r["none"], clean)
+        rr = _ratio(r[method], r["none"], r["clean_ref"])
         if rr is not None:
             ratios.append(rr)
         lines.append(f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['jpeg'])} | {_pct(r['grayscale'])} | "
-                     f"{_pct(r['eclipse'])} | {_pct(r['dvae'])} | {_pct(clean)} | "
-                     f"{'—' if rr is None else f'{rr:.3f}'} |")
+                     f"{_pct(r['eclipse'])} | {_pct(r['dvae'])} | {_pct(r['clean_ref'])} | "
+                     f"{'—' if rr is None else f'{rr:.3f}'} | {r['precision']} |")
     c = rows["clean"]
     lines.append(f"| none (clean data) | {_pct(clean)} | {_pct(c['jpeg'])} | {_pct(c['grayscale'])} | "
-                 f"{_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — |")
+                 f"{_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — | {c['precision']} |")
     avg = f"{statistics.mean(ratios):.3f} over {len(ratios)} attack(s)" if ratios else "not measured yet"
     cost = c[method]
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
@@ -118,6 +125,11 @@ def cost_table(prefix: str) -> str:
         else:
             e = _load(RES / f"dvae_{a}_dvae.json").get("entries", {}).get("dvae")
         if e and e.get("fit_seconds") is not None:
+            reused = (e.get("config") or {}).get("model_path")
+            if reused:  # the diffusion model depends on the clean sparse set only, so one serves every attack
+                run = Path(reused).parts[-4] if len(Path(reused).parts) >= 4 else reused
+                lines.append(f"| {a} | model of {run} reused | {e['purify_seconds']:.0f} | — |")
+                continue
             tot = e["fit_seconds"] + e["purify_seconds"]
             lines.append(f"| {a} | {e['fit_seconds']:.0f} | {e['purify_seconds']:.0f} | {tot / 60:.1f} |")
     head = "| run | fit (s) | purify (s) | fit + purify (min) |\n|---|---|---|---|\n"
