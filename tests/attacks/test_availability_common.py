@@ -17,6 +17,7 @@ FAST = {
     "em": {**TINY, "pgd_steps": 1, "train_steps": 1, "max_rounds": 1, "cache": False},
     "rem": {**TINY, "pgd_steps": 1, "adv_steps": 1, "eot_samples": 1, "train_steps": 1, "rounds": 1, "cache": False},
     "tap": {**TINY, "steps": 1, "surrogate_epochs": 1, "cache": False},
+    "sep": {**TINY, "steps": 1, "surrogate_epochs": 2, "num_models": 2, "cache": False},
 }
 
 
@@ -37,7 +38,7 @@ def small(cifar_train):
 
 
 def test_the_zoo_has_the_papers_attacks():
-    assert {"lsp", "ar", "ops", "urp", "em", "rem", "tap"} <= set(AVAILABILITY)
+    assert {"lsp", "ar", "ops", "urp", "em", "rem", "tap", "sep"} <= set(AVAILABILITY)
 
 
 @pytest.mark.parametrize("name", AVAILABILITY)
