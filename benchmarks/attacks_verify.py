@@ -175,7 +175,10 @@ def report(args: argparse.Namespace) -> Path:
              "`cpu` profile's 20,000 training images (`cifar10:cpu`) with its default (CPU) parameters; a classifier "
              "is trained on the result with the core's `quick` recipe and tested on the 10,000 clean test images "
              "(`cifar10:test`). Lower test accuracy = stronger availability attack; for backdoors C-Acc should stay "
-             "near the clean reference and ASR should be high (ASR and R-Acc exclude target-class test images).", ""]
+             "near the clean reference and ASR should be high (ASR and R-Acc exclude target-class test images). "
+             "`precision` is the classifier's (rows without it ran in fp32; `amp=auto` picks bf16 on AMX CPUs, "
+             "measured accuracy-neutral in docs/benchmarks.md). Generation seconds are wall time on the machine of "
+             "that run (see each JSON's date; the findings below say where a run was paused).", ""]
     if clean:
         lines += [f"Clean reference (same recipe): **{pct(clean.get('test_acc'))}%** test accuracy "
                   f"(peak {pct(clean.get('peak_test_acc'))}%), setup: limit {clean['setup'].get('limit')}, "
@@ -184,21 +187,22 @@ def report(args: argparse.Namespace) -> Path:
     back = {k: v for k, v in rows.items() if v.get("kind") == "backdoor"}
     if avail:
         lines += ["## Availability poisons", "",
-                  "| attack | norm | budget | measured max | poisoned | test acc % | peak % | generation s | cached |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| attack | norm | budget | measured max | poisoned | test acc % | peak % | generation s | cached | "
+                  "precision |", "|---|---|---|---|---|---|---|---|---|---|"]
         for k, v in avail.items():
             mn = v.get("measured_norm", {}).get("max")
             lines.append(f"| {k} | {v.get('norm')} | {_num(v.get('budget'))} | {_num(mn)} | {v['poison_count']} | "
                          f"{pct(v.get('test_acc'))} | {pct(v.get('peak_test_acc'))} | {v['generation_seconds']} | "
-                         f"{'yes' if v.get('cache_hit') else 'no'} |")
+                         f"{'yes' if v.get('cache_hit') else 'no'} | {v.get('precision', 'fp32')} |")
         lines.append("")
     if back:
         lines += ["## Backdoor poisons", "",
-                  "| attack | poisoned | relabelled | C-Acc % | ASR % | R-Acc % | generation s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| attack | poisoned | relabelled | C-Acc % | ASR % | R-Acc % | generation s | precision |",
+                  "|---|---|---|---|---|---|---|---|"]
         for k, v in back.items():
             lines.append(f"| {k} | {v['poison_count']} | {v['relabelled']} | {pct(v.get('clean_acc'))} | "
-                         f"{pct(v.get('asr'))} | {pct(v.get('robust_acc'))} | {v['generation_seconds']} |")
+                         f"{pct(v.get('asr'))} | {pct(v.get('robust_acc'))} | {v['generation_seconds']} | "
+                         f"{v.get('precision', 'fp32')} |")
         lines.append("")
     lines += ["## Exact commands", "", "```"]
     seen: list[str] = []
