@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from unpoison.config import build_config
+from unpoison.config import build_config, parse_overrides
 from unpoison.data import ImageDataset, stratified_subset
 from unpoison.training import TrainConfig
 
@@ -71,6 +71,8 @@ def add_run_options(ap: argparse.ArgumentParser, *, per_class_help: str, set_hel
     ap.add_argument("--attack-set", action="append", default=[], dest="attack_sets")
     ap.add_argument("--recipe", default="quick")
     ap.add_argument("--train-epochs", type=int, default=None)
+    ap.add_argument("--train-set", action="append", default=[], dest="train_sets",
+                    help="classifier recipe override key=value (e.g. amp=off for fp32 on an AMX machine)")
 
 
 def add_resume_options(ap: argparse.ArgumentParser) -> None:
@@ -109,6 +111,8 @@ def subsets(pool: ImageDataset, test: ImageDataset, args: argparse.Namespace) ->
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The classifier recipe ``--recipe``, with ``--train-epochs`` epochs when given."""
-    return build_config(TrainConfig, preset=args.recipe,
-                        overrides={"epochs": args.train_epochs} if args.train_epochs else None)
+    """The classifier recipe ``--recipe``, with ``--train-epochs`` epochs and ``--train-set`` overrides when given."""
+    overrides = parse_overrides(getattr(args, "train_sets", []))
+    if args.train_epochs:
+        overrides["epochs"] = args.train_epochs
+    return build_config(TrainConfig, preset=args.recipe, overrides=overrides or None)
