@@ -20,34 +20,27 @@ retrains it; the snapshots cannot come from a resumed run, whose earlier epochs 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from typing import Literal
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
-from unpoison.attacks.availability.tap import class_permutation
-from unpoison.attacks.base import Attack, measure_norms, register_attack
-from unpoison.attacks.cache import Checkpoint, run_cached
-from unpoison.attacks.surrogate import RUN_FIELDS, SurrogateConfig, check_budget, open_generation, pgd_sweep, quantise
+from unpoison.attacks.availability.tap import TAP, TAPConfig
+from unpoison.attacks.base import register_attack
+from unpoison.attacks.cache import Checkpoint
 from unpoison.config import check
-from unpoison.data.dataset import ImageDataset, PoisonedDataset
+from unpoison.data.dataset import ImageDataset
 from unpoison.utils.seed import derive_seed
 
 
 @dataclasses.dataclass
-class SEPConfig(SurrogateConfig):
-    lr: float = 0.2  # the quick recipe's
+class SEPConfig(TAPConfig):
+    width: float = 0.25
     budget: float = 8 / 255  # L∞ bound ε (ECLIPSE's protocol; the SEP README's default is 2/255)
-    step_size: float = 1 / 255  # PGD step
-    steps: int = 10  # PGD steps
+    steps: int = 10  # PGD steps (each through all K checkpoints)
     surrogate_epochs: int = 5  # the one clean training run the checkpoints come from
     num_models: int = 5  # K checkpoints in the ensemble, evenly spaced over the run (the last is the final model)
-    augment: bool = True  # differentiable crop/flip at every PGD step
-    target_map: Literal["shift", "random"] = "shift"
-    poison_rate: float = 1.0  # fraction of the training set poisoned
 
     PRESETS = {
         "paper": {"arch": "resnet18", "width": 1.0, "lr": 0.1, "batch_size": 128, "budget": 2 / 255,
@@ -56,14 +49,9 @@ class SEPConfig(SurrogateConfig):
 
     def validate(self) -> None:
         super().validate()
-        check_budget(self.budget)
-        check(0 < self.step_size <= self.budget, f"step_size must be in (0, budget]; got {self.step_size}")
-        check(self.steps >= 1, f"steps must be ≥ 1; got {self.steps}")
-        check(self.surrogate_epochs >= 1, f"surrogate_epochs must be ≥ 1; got {self.surrogate_epochs}")
         check(1 <= self.num_models <= self.surrogate_epochs,
               f"num_models must be in [1, surrogate_epochs={self.surrogate_epochs}] (one checkpoint per epoch at "
               f"most); got {self.num_models}")
-        check(0.0 <= self.poison_rate <= 1.0, f"poison_rate must be in [0, 1]; got {self.poison_rate}")
 
 
 class CheckpointEnsemble(nn.Module):
@@ -86,18 +74,15 @@ def snapshot_epochs(epochs: int, k: int) -> list[int]:
 
 
 @register_attack
-class SEP(Attack):
+class SEP(TAP):
+    """TAP's generation (class permutation, resumable PGD sweep, quantisation) with the checkpoint ensemble as the
+    model it steers."""
+
     name = "sep"
-    kind = "availability"
     config_class = SEPConfig
     summary = ("Self-ensemble protection: targeted PGD against an ensemble of one training run's checkpoints "
                "(Chen et al. 2023; L∞ ≤ budget)")
     cache_version = 1
-    cache_exclude = RUN_FIELDS
-    stop_after: int | None = None  # stop (with a checkpoint) after this many PGD batches
-
-    def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
-        return run_cached(self, ds, seed, lambda ck: self._generate(ds, seed, ck))
 
     def checkpoints(self, ds: ImageDataset, seed: int, device: torch.device, ck: Checkpoint) -> CheckpointEnsemble:
         """Train the surrogate once and keep K of its checkpoints (or load them from an interrupted generation)."""
@@ -117,54 +102,33 @@ class SEP(Attack):
         def fresh() -> nn.Module:
             return trainer.build_model(ds, tseed).to(device)
 
-        if path is not None and path.exists():
+        if path is not None and path.exists():  # an interrupted generation: the run's checkpoints are kept
             flat = load_file(str(path))
-            models = []
-            for e in keep:
-                m = fresh()
-                m.load_state_dict({k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(f"e{e}.")})
-                models.append(m)
-            return CheckpointEnsemble(models)
-        model = fresh()
-        states: dict[int, dict[str, torch.Tensor]] = {}
+            states = {e: {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith(f"e{e}.")} for e in keep}
+        else:
+            model = fresh()
+            states = {}
 
-        def on_epoch(log) -> None:  # noqa: ANN001
-            if log.epoch in keep:
-                states[log.epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            def on_epoch(log) -> None:  # noqa: ANN001
+                if log.epoch in keep:
+                    states[log.epoch] = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-        trainer.on_epoch = on_epoch
-        trainer.fit(ds, model=model, seed=tseed)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(path, suffix=".tmp.safetensors") as tmp:
-                save_file({f"e{e}.{k}": v.contiguous().cpu() for e, s in states.items() for k, v in s.items()},
-                          str(tmp))
-        models = []
+            trainer.on_epoch = on_epoch
+            trainer.fit(ds, model=model, seed=tseed)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(path, suffix=".tmp.safetensors") as tmp:
+                    save_file({f"e{e}.{k}": v.contiguous().cpu() for e, st in states.items() for k, v in st.items()},
+                              str(tmp))
+        members = []
         for e in keep:
             m = fresh()
             m.load_state_dict(states[e])
-            models.append(m)
-        return CheckpointEnsemble(models)
+            members.append(m)
+        return CheckpointEnsemble(members)
 
-    def _generate(self, ds: ImageDataset, seed: int, ck: Checkpoint) -> PoisonedDataset:
-        cfg = self.config
-        dev, (chosen, is_poison, images, norms) = open_generation(ds, cfg.device, cfg.poison_rate, self.name, seed)
-        perm = class_permutation(ds.num_classes, cfg.target_map, seed)
-        if len(chosen):
-            ensemble = self.checkpoints(ds, seed, dev, ck)
-            x_u8 = torch.from_numpy(ds.images[chosen]).permute(0, 3, 1, 2).contiguous()
-            targets = torch.from_numpy(perm[ds.labels[chosen]])
-            delta = pgd_sweep(ensemble, x_u8, targets, ck, eps=cfg.budget, step=cfg.step_size, steps=cfg.steps,
-                              minimize=True, batch_size=cfg.batch_size, seed=seed, tag=self.name,
-                              augment_input=cfg.augment, device=dev, progress=cfg.progress,
-                              description=f"{self.name}: PGD ({len(ensemble.members)} checkpoints)")
-            images[chosen] = quantise(ds.images[chosen], delta, cfg.budget)
-            norms[chosen] = measure_norms(images[chosen], ds.images[chosen], "linf")
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
-            attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed, class_permutation=perm.tolist(),
-                                 checkpoint_epochs=snapshot_epochs(cfg.surrogate_epochs, cfg.num_models)),
-            artifacts={"class_permutation": perm.astype(np.int64)},
-        )
+    def surrogate(self, ds: ImageDataset, seed: int, device: torch.device, ck: Checkpoint) -> nn.Module:
+        return self.checkpoints(ds, seed, device, ck)
+
+    def extra_metadata(self) -> dict[str, Any]:
+        return {"checkpoint_epochs": snapshot_epochs(self.config.surrogate_epochs, self.config.num_models)}

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -81,12 +81,20 @@ class TAP(Attack):
     def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
         return run_cached(self, ds, seed, lambda ck: self._generate(ds, seed, ck))
 
+    def surrogate(self, ds: ImageDataset, seed: int, device: torch.device, ck: Checkpoint) -> torch.nn.Module:
+        """The frozen model the PGD steers toward t(y): here one surrogate trained on the clean data."""
+        cfg = self.config
+        return train_clean_surrogate(cfg, ds, seed, self.name, cfg.surrogate_epochs, device, ck.surrogate_path)
+
+    def extra_metadata(self) -> dict[str, Any]:
+        return {}
+
     def _generate(self, ds: ImageDataset, seed: int, ck: Checkpoint) -> PoisonedDataset:
         cfg = self.config
         dev, (chosen, is_poison, images, norms) = open_generation(ds, cfg.device, cfg.poison_rate, self.name, seed)
         perm = class_permutation(ds.num_classes, cfg.target_map, seed)
         if len(chosen):
-            model = train_clean_surrogate(cfg, ds, seed, self.name, cfg.surrogate_epochs, dev, ck.surrogate_path)
+            model = self.surrogate(ds, seed, dev, ck)
             x_u8 = torch.from_numpy(ds.images[chosen]).permute(0, 3, 1, 2).contiguous()
             targets = torch.from_numpy(perm[ds.labels[chosen]])
             delta = pgd_sweep(model, x_u8, targets, ck, eps=cfg.budget, step=cfg.step_size, steps=cfg.steps,
@@ -99,6 +107,7 @@ class TAP(Attack):
             images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
             meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
             clean_images=ds.images, poison_norms=norms,
-            attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed, class_permutation=perm.tolist()),
+            attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed, class_permutation=perm.tolist(),
+                                 **self.extra_metadata()),
             artifacts={"class_permutation": perm.astype(np.int64)},
         )
