@@ -16,6 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_attack_cache(tmp_path_factory):
+    """Attack generations made by tests go to a throwaway cache, never into the user's ~/.cache/unpoison (where a
+    benchmark's real generations live). Tests that check the environment variable set their own."""
+    old = os.environ.get("UNPOISON_CACHE")
+    os.environ["UNPOISON_CACHE"] = str(tmp_path_factory.mktemp("unpoison-cache"))
+    yield
+    if old is None:
+        os.environ.pop("UNPOISON_CACHE", None)
+    else:
+        os.environ["UNPOISON_CACHE"] = old
+
+
 def _ensure_data() -> Path:
     root = Path(os.environ.get("UNPOISON_DATA") or REPO / ".data")
     if not (root / "cifar10.npz").is_file():
