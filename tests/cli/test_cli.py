@@ -129,3 +129,36 @@ def test_model_for_other_dataset_is_refused(capsys, tmp_path, data_root):
     save_model(create_model("fastnet", num_classes=10, width=0.25), p)
     assert_bad_input(*run(capsys, "evaluate", "--model", str(p), "--test", "gtsrb:test",
                           "--data-root", str(data_root))[::2], "43 classes")
+
+
+# The smallest settings of the surrogate attacks (one step, a tiny surrogate): the command, not the attack's efficacy.
+SMALL = {"em": ["pgd_steps=1", "train_steps=1", "max_rounds=1"],
+         "rem": ["pgd_steps=1", "adv_steps=1", "eot_samples=1", "train_steps=1", "rounds=1"],
+         "tap": ["steps=1", "surrogate_epochs=1"], "sep": ["steps=1", "surrogate_epochs=2", "num_models=2"],
+         "lc": ["steps=1", "surrogate_epochs=1"]}
+SURROGATE = ["width=0.125", "batch_size=100", "progress=false", "device=cpu", "cache=false"]
+
+
+def _attack_names():
+    from unpoison.attacks import ATTACKS
+
+    return ATTACKS.names()
+
+
+@pytest.mark.parametrize("name", _attack_names())
+def test_every_attack_runs_from_the_command_line(capsys, tmp_path, small_npz, name):
+    from unpoison.data import PoisonedDataset
+
+    _, helptext, _ = run(capsys, "attack", "--help")
+    assert name in helptext  # listed, with its parameters (checked for lsp/badnets above)
+    sets = [a for s in (SMALL[name] + SURROGATE if name in SMALL else []) for a in ("--set", s)]
+    out = tmp_path / f"{name}.npz"
+    code, res, err = run(capsys, "attack", name, "--data", str(small_npz), "--out", str(out), "--json", *sets)
+    assert code == 0, err
+    pds = load_dataset(out)
+    assert isinstance(pds, PoisonedDataset) and pds.attack["name"] == name
+    assert json.loads(res)["poison_count"] == int(pds.is_poison.sum()) > 0
+    changed = (pds.images != load_dataset(small_npz).images).reshape(len(pds), -1).any(1)
+    cover = pds.is_cover if pds.is_cover is not None else np.zeros(len(pds), dtype=bool)
+    assert not changed[~pds.is_poison & ~cover].any()  # nothing outside the marked samples is touched
+    assert changed[pds.is_poison].mean() > 0.9  # (a sample-wise perturbation may round to zero on a few images)
