@@ -21,7 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RES = REPO / "benchmarks" / "results"
-ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem"]
+ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem", "sep"]
 MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
 
 
