@@ -51,6 +51,7 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
     rows: dict[str, dict[str, float | None]] = {}
     for a in ATTACKS + ["clean"]:
         ecl = _load(RES / f"eclipse_{a}.json").get("entries", {})
+        dv = _load(RES / f"dvae_{a}_dvae.json").get("entries", {})
         av = _load(RES / "attacks" / f"{a}.json")
         row = {
             # undefended: the eclipse run's own 'none' entry, else the attack verification (same recipe and seed)
@@ -58,14 +59,13 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
             "jpeg": _acc(ecl, "jpeg"), "grayscale": _acc(ecl, "grayscale"),
             "eclipse": _acc(ecl, "A+B+C"), "A": _acc(ecl, "A"), "A+gray": _acc(ecl, "A+gray"),
             "A+noise": _acc(ecl, "A+noise"), "B+C": _acc(ecl, "B+C"), "avatar": _acc(ecl, "avatar"),
-            "dvae": _acc(_load(RES / f"dvae_{a}_dvae.json").get("entries", {}), "dvae"),
+            "dvae": _acc(dv, "dvae"),
             "stage1": _acc(_load(RES / f"dvae_{a}_stage1.json").get("entries", {}), "stage1"),
             "rcvae": _acc(_load(RES / f"dvae_{a}_rcvae.json").get("entries", {}), "rcvae"),
         }
         if a == "clean":
             row["none"] = clean
         # entries written before precision was recorded ran in fp32 (amp=auto was CUDA-only then)
-        dv = _load(RES / f"dvae_{a}_dvae.json").get("entries", {})
         row["precision"] = "/".join(sorted({e.get("precision", "fp32") for e in [*ecl.values(), *dv.values()]
                                             if e.get("done")} or {"fp32"}))
         row["clean_ref"] = clean_bf16 if row["precision"] == "bf16" and clean_bf16 is not None else clean

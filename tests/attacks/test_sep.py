@@ -43,7 +43,7 @@ def test_budget_ground_truth_and_recorded_checkpoints(poisoned, tiny):
 
 def test_ensemble_members_are_distinct_checkpoints_and_pgd_moves_toward_targets(tiny, cache):
     s = SEP(**P(cache_dir=cache))
-    ens = s.checkpoints(tiny, 0, torch.device("cpu"), type("Ck", (), {"folder": None})())
+    ens = s.surrogate(tiny, 0, torch.device("cpu"), type("Ck", (), {"folder": None})())
     assert isinstance(ens, CheckpointEnsemble) and len(ens.members) == 3
     w = [next(m.parameters()) for m in ens.members]
     assert not torch.equal(w[0], w[1]) and not torch.equal(w[1], w[2])  # three stages of one run, not one model
@@ -61,7 +61,7 @@ def test_perturbation_steers_the_ensemble_toward_the_target_class(cifar_train):
     ds = tiny_subset(cifar_train, per_class=50)
     s = SEP(**(TINY | {"width": 0.25, "batch_size": 50, "surrogate_epochs": 4, "num_models": 2, "steps": 5,
                        "step_size": 2 / 255, "cache": False}))
-    ens = s.checkpoints(ds, 0, torch.device("cpu"), type("NoCk", (), {"folder": None})())
+    ens = s.surrogate(ds, 0, torch.device("cpu"), type("NoCk", (), {"folder": None})())
     pds = s.poison(ds, seed=0)
     t = torch.from_numpy((ds.labels + 1) % 10)
 

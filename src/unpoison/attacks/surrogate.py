@@ -222,18 +222,23 @@ def open_generation(ds: ImageDataset, device: str, rate: float, tag: str,
     return dev, poison_slots(ds, choose_indices(len(ds), rate, tag, seed))
 
 
+def surrogate_recipe(cfg: SurrogateConfig, epochs: int) -> Any:
+    """The TrainConfig a clean surrogate is trained with: the quick recipe with ``cfg``'s arch, width, lr, batch."""
+    from unpoison.training import TrainConfig
+
+    return TrainConfig.from_dict({"arch": cfg.arch, "width": cfg.width, "epochs": epochs, "lr": cfg.lr,
+                                  "batch_size": cfg.batch_size}, preset="quick")
+
+
 def train_clean_surrogate(cfg: SurrogateConfig, ds: ImageDataset, seed: int, tag: str, epochs: int,
                           device: torch.device, checkpoint: Any = None) -> nn.Module:
     """A surrogate trained on clean ``ds`` with the toolkit's Trainer (quick recipe, ``cfg.arch``/``width``/``lr``).
 
     The Trainer checkpoints every epoch (to ``checkpoint``), so an interrupted surrogate resumes where it stopped.
     """
-    from unpoison.training import TrainConfig, Trainer
+    from unpoison.training import Trainer
 
-    tcfg = TrainConfig.from_dict({"arch": cfg.arch, "width": cfg.width, "epochs": epochs, "lr": cfg.lr,
-                                  "batch_size": cfg.batch_size}, preset="quick").replace(
-        arch=cfg.arch, width=cfg.width, epochs=epochs, lr=cfg.lr, batch_size=cfg.batch_size)
-    trainer = Trainer(tcfg, device=device, checkpoint=checkpoint, progress=cfg.progress)
+    trainer = Trainer(surrogate_recipe(cfg, epochs), device=device, checkpoint=checkpoint, progress=cfg.progress)
     model = trainer.fit(ds, seed=derive_seed(tag, "surrogate", seed)).model
     model.eval()
     for p in model.parameters():

@@ -41,7 +41,7 @@ def cpu_has_amx_bf16() -> bool:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return False
-    return any(line.startswith("flags") and " amx_bf16" in line for line in text.splitlines())
+    return any(line.startswith("flags") and "amx_bf16" in line.split() for line in text.splitlines())
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

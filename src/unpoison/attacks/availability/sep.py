@@ -29,6 +29,7 @@ import torch.nn as nn
 from unpoison.attacks.availability.tap import TAP, TAPConfig
 from unpoison.attacks.base import register_attack
 from unpoison.attacks.cache import Checkpoint
+from unpoison.attacks.surrogate import surrogate_recipe
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset
 from unpoison.utils.seed import derive_seed
@@ -84,17 +85,15 @@ class SEP(TAP):
                "(Chen et al. 2023; L∞ ≤ budget)")
     cache_version = 1
 
-    def checkpoints(self, ds: ImageDataset, seed: int, device: torch.device, ck: Checkpoint) -> CheckpointEnsemble:
+    def surrogate(self, ds: ImageDataset, seed: int, device: torch.device, ck: Checkpoint) -> CheckpointEnsemble:
         """Train the surrogate once and keep K of its checkpoints (or load them from an interrupted generation)."""
         from safetensors.torch import load_file, save_file
 
-        from unpoison.training import TrainConfig, Trainer
+        from unpoison.training import Trainer
         from unpoison.utils.io import atomic_path
 
         cfg = self.config
-        tcfg = TrainConfig.from_dict(preset="quick").replace(arch=cfg.arch, width=cfg.width, epochs=cfg.surrogate_epochs,
-                                                              lr=cfg.lr, batch_size=cfg.batch_size)
-        trainer = Trainer(tcfg, device=device, progress=cfg.progress)
+        trainer = Trainer(surrogate_recipe(cfg, cfg.surrogate_epochs), device=device, progress=cfg.progress)
         tseed = derive_seed(self.name, "surrogate", seed)
         keep = snapshot_epochs(cfg.surrogate_epochs, cfg.num_models)
         path = None if ck.folder is None else ck.folder / "snapshots.safetensors"
@@ -126,9 +125,6 @@ class SEP(TAP):
             m.load_state_dict(states[e])
             members.append(m)
         return CheckpointEnsemble(members)
-
-    def surrogate(self, ds: ImageDataset, seed: int, device: torch.device, ck: Checkpoint) -> nn.Module:
-        return self.checkpoints(ds, seed, device, ck)
 
     def extra_metadata(self) -> dict[str, Any]:
         return {"checkpoint_epochs": snapshot_epochs(self.config.surrogate_epochs, self.config.num_models)}
