@@ -70,9 +70,12 @@ def dataset_fingerprint(ds: ImageDataset) -> str:
 
 
 def cache_key_parts(name: str, params: dict[str, Any], fingerprint: str, seed: int,
-                    cache_version: int) -> dict[str, Any]:
-    return {"attack": name, "params": to_jsonable(params), "data": fingerprint, "seed": int(seed),
-            "unpoison": unpoison.__version__, "cache_version": int(cache_version)}
+                    cache_version: int, context: dict[str, Any] | None = None) -> dict[str, Any]:
+    parts = {"attack": name, "params": to_jsonable(params), "data": fingerprint, "seed": int(seed),
+             "unpoison": unpoison.__version__, "cache_version": int(cache_version)}
+    if context:  # only when present, so entries stored before the context existed keep their key
+        parts["context"] = to_jsonable(context)
+    return parts
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -154,6 +157,8 @@ def run_cached(attack: Any, ds: ImageDataset, seed: int,
 
     ``attack`` needs ``name``, ``config`` (with ``cache: bool``, ``cache_dir: str``, ``checkpoint_every: int``),
     ``cache_version`` and ``cache_exclude``; ``attack.stop_after`` (if set) interrupts generation on purpose.
+    ``attack.cache_context()`` (optional) adds what the config does not say but changes the result, e.g. the
+    precision a surrogate trains in, which ``amp=auto`` resolves per machine.
     """
     from unpoison.data.storage import load_dataset, save_dataset
 
@@ -164,8 +169,9 @@ def run_cached(attack: Any, ds: ImageDataset, seed: int,
         ck.stop_after = getattr(attack, "stop_after", None)
         STATS["misses"] += 1
         return generate(ck)
+    context = attack.cache_context() if hasattr(attack, "cache_context") else None
     parts = cache_key_parts(attack.name, _params_for_key(attack), dataset_fingerprint(ds), seed,
-                            getattr(attack, "cache_version", 1))
+                            getattr(attack, "cache_version", 1), context)
     key = cache_key(parts)
     folder = cache_root(getattr(cfg, "cache_dir", None) or None) / "attacks" / attack.name / key
     result = folder / "poisoned.npz"

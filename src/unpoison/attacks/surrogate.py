@@ -230,6 +230,17 @@ def surrogate_recipe(cfg: SurrogateConfig, epochs: int) -> Any:
                                   "batch_size": cfg.batch_size}, preset="quick")
 
 
+def surrogate_precision(cfg: SurrogateConfig, epochs: int = 1) -> str:
+    """The precision the clean surrogate trains in on this machine (``amp=auto``: bf16 on CUDA / AMX, else fp32).
+
+    Part of the generation cache key: a bf16 surrogate gives a different (equally valid) poison than an fp32 one,
+    so a cache filled on an AMX machine must not be served as the fp32 result elsewhere.
+    """
+    from unpoison.utils.device import autocast_dtype, precision_name
+
+    return precision_name(autocast_dtype(surrogate_recipe(cfg, epochs).amp, select_device(cfg.device)))
+
+
 def train_clean_surrogate(cfg: SurrogateConfig, ds: ImageDataset, seed: int, tag: str, epochs: int,
                           device: torch.device, checkpoint: Any = None) -> nn.Module:
     """A surrogate trained on clean ``ds`` with the toolkit's Trainer (quick recipe, ``cfg.arch``/``width``/``lr``).

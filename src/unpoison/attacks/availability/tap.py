@@ -25,7 +25,7 @@ import torch
 from unpoison.attacks.base import Attack, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, open_generation, pgd_sweep,
-                                        quantise, train_clean_surrogate)
+                                        quantise, surrogate_precision, train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.utils.seed import numpy_rng
@@ -77,6 +77,9 @@ class TAP(Attack):
     cache_version = 1
     cache_exclude = RUN_FIELDS
     stop_after: int | None = None  # stop (with a checkpoint) after this many PGD batches
+
+    def cache_context(self) -> dict[str, Any]:
+        return {"surrogate_precision": surrogate_precision(self.config)}
 
     def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
         return run_cached(self, ds, seed, lambda ck: self._generate(ds, seed, ck))

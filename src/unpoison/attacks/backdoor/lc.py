@@ -35,7 +35,7 @@ from unpoison.attacks.base import measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.labelmaps import choose_poison_indices, eligible
 from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, grey_levels, pgd_sweep,
-                                        poison_slots, quantise, train_clean_surrogate)
+                                        poison_slots, quantise, surrogate_precision, train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.errors import UnpoisonError
@@ -145,6 +145,9 @@ class LabelConsistent(TriggerBackdoor):
 
     def source_mask(self, labels: np.ndarray) -> np.ndarray:
         return eligible(labels, "all2one", self.config.target, self.config.source)
+
+    def cache_context(self) -> dict[str, Any]:
+        return {"surrogate_precision": surrogate_precision(self.config)}
 
     # --- poisoning ----------------------------------------------------------------------------------------------
     def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
