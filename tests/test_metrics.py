@@ -21,6 +21,8 @@ from unpoison.metrics import (
     defense_effectiveness_rate,
     detection_metrics,
     per_class_accuracy,
+    psnr,
+    purification_fidelity,
     recovery_ratio,
     robust_accuracy,
     robust_improvement_rate,
@@ -255,3 +257,35 @@ def test_per_class_accuracy_bad_input():
         per_class_accuracy([0, 1], [0, 5], 3)
     with pytest.raises(UnpoisonError, match="classes"):
         per_class_accuracy(np.zeros((2, 4)), [0, 1], 3)
+
+
+# ------------------------------------------------------------------------------------------ purification fidelity
+
+
+def test_purification_fidelity_known_cases():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(20, 236, size=(6, 8, 8, 3)).astype(np.uint8)
+    delta = rng.choice([-8, 8], size=clean.shape)
+    poisoned = (clean.astype(int) + delta).astype(np.uint8)
+    untouched = purification_fidelity(poisoned, clean, poisoned)
+    assert untouched.poison_retained == pytest.approx(1.0)
+    assert untouched.psnr_purified == pytest.approx(untouched.psnr_poisoned)
+    assert untouched.psnr_poisoned == pytest.approx(10 * math.log10(255**2 / 64))  # every error is ±8 levels
+    assert purification_fidelity(clean, clean, poisoned).poison_retained == 0.0
+    assert math.isinf(purification_fidelity(clean, clean, poisoned).psnr_purified)
+    half = (clean.astype(int) + delta // 2).astype(np.uint8)
+    assert purification_fidelity(half, clean, poisoned).poison_retained == pytest.approx(0.5)
+    # noise orthogonal-in-expectation to δ lowers PSNR but leaves the retained share near 0; floats on [0, 1] work
+    noisy = clean / 255.0 + rng.normal(0, 0.02, clean.shape)
+    f = purification_fidelity(noisy, clean / 255.0, poisoned / 255.0)
+    assert abs(f.poison_retained) < 0.1 and f.residual_rms == pytest.approx(0.02, rel=0.1) and f.n == 6
+    assert set(f.to_dict()) >= {"psnr_poisoned", "psnr_purified", "poison_retained"}
+    assert psnr(poisoned, clean) == pytest.approx(untouched.psnr_poisoned) and math.isinf(psnr(clean, clean))
+
+
+def test_purification_fidelity_rejects_bad_input():
+    x = np.zeros((2, 4, 4, 3), np.uint8)
+    with pytest.raises(UnpoisonError, match="no perturbation"):
+        purification_fidelity(x, x, x)
+    with pytest.raises(UnpoisonError, match="one shape"):
+        purification_fidelity(x[:1], x, x + 1)

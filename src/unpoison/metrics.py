@@ -27,7 +27,10 @@ __all__ = [
     "backdoor_metrics",
     "defense_effectiveness_rate",
     "detection_metrics",
+    "PurificationFidelity",
     "per_class_accuracy",
+    "psnr",
+    "purification_fidelity",
     "recovery_ratio",
     "robust_accuracy",
     "robust_improvement_rate",
@@ -361,6 +364,69 @@ def availability_metrics(
         recovery=recovery_ratio(defended_acc, poisoned_acc, clean_acc_reference),
         peak_defended_acc=None if peak_defended_acc is None else _fraction(peak_defended_acc, "peak_defended_acc"),
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Purification fidelity (image space: how much of the poison a purifier removed, and what it cost the image)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PurificationFidelity:
+    """Image-space view of a purification, with the clean originals known (a benchmark, not a deployment, metric).
+
+    ``poison_retained`` is the share of the perturbation δ = poisoned − clean still in the purified images: the
+    least-squares coefficient Σ⟨purified − clean, δ⟩ / Σ⟨δ, δ⟩ over the set (1 = untouched, 0 = δ gone, even if
+    the purifier added other changes). The PSNRs are against the clean originals, in dB, on the 8-bit scale.
+    """
+
+    psnr_poisoned: float
+    psnr_purified: float
+    poison_retained: float
+    residual_rms: float  # RMS of purified − clean on the [0, 1] scale
+    perturbation_rms: float  # RMS of poisoned − clean on the [0, 1] scale
+    n: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _psnr(mse: float) -> float:
+    return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
+
+
+def _images(named: tuple[tuple[Any, str], ...]) -> list[np.ndarray]:
+    """uint8 (0–255) or float ([0, 1]) image arrays → float64 on [0, 1], all of one non-empty shape."""
+    arrays = []
+    for x, name in named:
+        a = _to_numpy(x, name)
+        arrays.append(a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64))
+    if len({a.shape for a in arrays}) != 1 or arrays[0].ndim < 2 or arrays[0].size == 0:
+        raise UnpoisonError(f"{', '.join(n for _, n in named)} must be non-empty image arrays of one shape; got "
+                            f"{', '.join(str(a.shape) for a in arrays)}")
+    return arrays
+
+
+def psnr(images: ArrayLike, reference: ArrayLike) -> float:
+    """Peak signal-to-noise ratio (dB) of ``images`` against ``reference`` over the whole set (peak 1 / 255)."""
+    a, b = _images(((images, "images"), (reference, "reference")))
+    return _psnr(float(((a - b) ** 2).mean()))
+
+
+def purification_fidelity(purified: ArrayLike, clean: ArrayLike, poisoned: ArrayLike) -> PurificationFidelity:
+    """:class:`PurificationFidelity` of ``purified`` against ``clean`` originals and the ``poisoned`` input.
+
+    Images of any shape with the same size for all three: uint8 (0–255) or floats on [0, 1].
+    """
+    pur, cl, poi = _images(((purified, "purified"), (clean, "clean"), (poisoned, "poisoned")))
+    delta, resid = poi - cl, pur - cl
+    dd = float((delta * delta).sum())
+    if dd == 0:
+        raise UnpoisonError("poisoned equals clean: there is no perturbation to measure")
+    return PurificationFidelity(
+        psnr_poisoned=_psnr(float((delta * delta).mean())), psnr_purified=_psnr(float((resid * resid).mean())),
+        poison_retained=float((resid * delta).sum()) / dd, residual_rms=float(np.sqrt((resid * resid).mean())),
+        perturbation_rms=float(np.sqrt((delta * delta).mean())), n=int(pur.shape[0]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
