@@ -147,6 +147,27 @@ def kappa_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def fidelity_table() -> str:
+    """eclipse_fidelity.py: per variant, the share of each poison left and PSNRs vs the clean originals."""
+    ent = _load(RES / "eclipse_fidelity.json").get("entries", {})
+    variants = list(dict.fromkeys(e["variant"] for e in ent.values() if e.get("done")))
+    attacks = list(dict.fromkeys(e["attack"] for e in ent.values() if e.get("done") and e["attack"] != "clean"))
+    head = ("| variant | s / image | PSNR on clean images (dB) | "
+            + " | ".join(f"{a.upper()}: poison left (PSNR in → out)" for a in attacks)
+            + " |\n|---|---|---|" + "---|" * len(attacks) + "\n")
+    lines = []
+    for v in variants:
+        c = ent.get(f"{v}/clean", {})
+        cells = []
+        for a in attacks:
+            e = ent.get(f"{v}/{a}", {})
+            cells.append(f"{e['poison_retained']:.3f} ({e['psnr_poisoned']:.1f} → {e['psnr_purified']:.1f})"
+                         if e.get("done") else "—")
+        lines.append(f"| {v} | {c.get('seconds_per_image', float('nan')):.3f} | {c.get('psnr_purified', float('nan')):.2f} | "
+                     + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
 def replace_block(doc: Path, name: str, body: str) -> None:
     text = doc.read_text(encoding="utf-8")
     pat = re.compile(rf"(<!-- begin:{re.escape(name)} -->\n).*?(<!-- end:{re.escape(name)} -->)", re.S)
@@ -160,6 +181,7 @@ def main() -> None:
     replace_block(ecl, "efficacy", efficacy_table("eclipse", "ECLIPSE"))
     replace_block(ecl, "ablation", ablation_table())
     replace_block(ecl, "cost", cost_table("eclipse"))
+    replace_block(ecl, "fidelity", fidelity_table())
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", cost_table("dvae"))
