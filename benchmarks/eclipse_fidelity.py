@@ -10,8 +10,9 @@ the ``cpu`` pool (stratified), where the clean originals are known (:func:`unpoi
 against the clean originals, for the poisoned images and for the same images unpoisoned (what purification costs a
 clean image). It is a proxy for accuracy, not a substitute: docs/eclipse.md says which accuracy rows exist.
 
-Every variant's diffusion model sees the same sparse clean set (800 images, the 4% the full pool's run uses, from
-the clean pool with the same seed), so the default variant's model is the one ``eclipse_bench.py`` trains. Models
+Every variant's diffusion model is fitted on the full pool, so it sees the same sparse clean set as the efficacy runs
+(4% of the 20,000-image pool = 800 images from the clean pool, same seed, not 4% of ``--n``); the default variant's
+model is the one ``eclipse_bench.py`` trains. Models
 are cached in .cache/eclipse_fidelity/<run>/<model>/ (resumable); each finished (variant, attack) entry is written to
 benchmarks/results/eclipse_fidelity[_tag].json at once.
 """
@@ -32,8 +33,6 @@ from unpoison.data import load, profile_split  # noqa: E402
 from unpoison.data.splits import stratified_indices  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
 from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
-
-SPARSE = 800  # 4% of the 20,000-image pool, as in the efficacy runs (not 4% of --n)
 
 # variant → (model it needs, that model's training overrides, purification overrides)
 MODELS: dict[str, dict] = {
@@ -78,7 +77,7 @@ def main() -> None:
             folder = ckroot / key
             target = folder / "model.safetensors"
             if not target.exists():
-                p = create_purifier("eclipse", **extra, **MODELS[key], sparse_size=SPARSE, seed=args.seed,
+                p = create_purifier("eclipse", **extra, **MODELS[key], seed=args.seed,
                                     checkpoint_dir=str(folder / "ckpt"), save_model=str(target))
                 t0 = time.perf_counter()
                 p.fit(pool, clean_pool)

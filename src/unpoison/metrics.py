@@ -30,6 +30,7 @@ __all__ = [
     "PurificationFidelity",
     "per_class_accuracy",
     "psnr",
+    "psnr_from_mse",
     "purification_fidelity",
     "recovery_ratio",
     "robust_accuracy",
@@ -391,7 +392,8 @@ class PurificationFidelity:
         return asdict(self)
 
 
-def _psnr(mse: float) -> float:
+def psnr_from_mse(mse: float) -> float:
+    """PSNR (dB) for a mean squared error on the [0, 1] scale (peak 1); infinite for a perfect match."""
     return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
@@ -408,9 +410,9 @@ def _images(named: tuple[tuple[Any, str], ...]) -> list[np.ndarray]:
 
 
 def psnr(images: ArrayLike, reference: ArrayLike) -> float:
-    """Peak signal-to-noise ratio (dB) of ``images`` against ``reference`` over the whole set (peak 1 / 255)."""
+    """PSNR (dB) of ``images`` against ``reference`` over the whole set (peak 1 on [0, 1], i.e. 255 for uint8)."""
     a, b = _images(((images, "images"), (reference, "reference")))
-    return _psnr(float(((a - b) ** 2).mean()))
+    return psnr_from_mse(float(((a - b) ** 2).mean()))
 
 
 def purification_fidelity(purified: ArrayLike, clean: ArrayLike, poisoned: ArrayLike) -> PurificationFidelity:
@@ -424,7 +426,7 @@ def purification_fidelity(purified: ArrayLike, clean: ArrayLike, poisoned: Array
     if dd == 0:
         raise UnpoisonError("poisoned equals clean: there is no perturbation to measure")
     return PurificationFidelity(
-        psnr_poisoned=_psnr(float((delta * delta).mean())), psnr_purified=_psnr(float((resid * resid).mean())),
+        psnr_poisoned=psnr_from_mse(float((delta * delta).mean())), psnr_purified=psnr_from_mse(float((resid * resid).mean())),
         poison_retained=float((resid * delta).sum()) / dd, residual_rms=float(np.sqrt((resid * resid).mean())),
         perturbation_rms=float(np.sqrt((delta * delta).mean())), n=int(pur.shape[0]))
 

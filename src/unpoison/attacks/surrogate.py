@@ -230,7 +230,7 @@ def surrogate_recipe(cfg: SurrogateConfig, epochs: int) -> Any:
                                   "batch_size": cfg.batch_size}, preset="quick")
 
 
-def surrogate_precision(cfg: SurrogateConfig, epochs: int = 1) -> str:
+def surrogate_precision(cfg: SurrogateConfig) -> str:
     """The precision the clean surrogate trains in on this machine (``amp=auto``: bf16 on CUDA / AMX, else fp32).
 
     Part of the generation cache key: a bf16 surrogate gives a different (equally valid) poison than an fp32 one,
@@ -238,7 +238,7 @@ def surrogate_precision(cfg: SurrogateConfig, epochs: int = 1) -> str:
     """
     from unpoison.utils.device import autocast_dtype, precision_name
 
-    return precision_name(autocast_dtype(surrogate_recipe(cfg, epochs).amp, select_device(cfg.device)))
+    return precision_name(autocast_dtype(surrogate_recipe(cfg, 1).amp, select_device(cfg.device)))  # any epochs
 
 
 def train_clean_surrogate(cfg: SurrogateConfig, ds: ImageDataset, seed: int, tag: str, epochs: int,

@@ -39,6 +39,7 @@ from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset
 from unpoison.defenses.base import Purifier, register_purifier
 from unpoison.errors import UnpoisonError
+from unpoison.metrics import psnr_from_mse
 from unpoison.utils.device import select_device
 from unpoison.utils.io import atomic_path, read_run_checkpoint, write_json_atomic
 from unpoison.utils.seed import derive_seed, torch_generator
@@ -185,10 +186,6 @@ class Decoder(nn.Module):
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) ‖ N(0, I)) per latent position, summed over channels, averaged over batch and positions (nats)."""
     return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
-
-
-def psnr(mse: float) -> float:
-    return float("inf") if mse <= 0 else 10.0 * math.log10(1.0 / mse)
 
 
 class RateVAE(nn.Module):
@@ -453,7 +450,7 @@ class _VAEPurifier(Purifier):
                 bar.update(len(xb), epoch=stage)
         if bar is not None:
             bar.close()
-        stats = {"psnr_xhat": round(psnr(se / n), 3), "kl": round(kl_sum / n, 4)}
+        stats = {"psnr_xhat": round(psnr_from_mse(se / n), 3), "kl": round(kl_sum / n, 4)}
         if p_sum is not None:
             means = (p_sum / p_cnt.clamp(min=1).view(-1, 1, 1, 1)).float().numpy()
             self.perturbations[stage] = means
@@ -634,4 +631,4 @@ class DVAEPurifier(_VAEPurifier):
 
 
 __all__ = ["VAEConfig", "DVAEConfig", "BasicBlock", "Encoder", "Decoder", "RateVAE", "DVAE", "gaussian_kl", "vae_loss",
-           "cosine_lr", "DVAEPurifier", "psnr"]
+           "cosine_lr", "DVAEPurifier"]
