@@ -26,6 +26,7 @@ from unpoison.attacks import create_attack  # noqa: E402
 from unpoison.config import parse_overrides  # noqa: E402
 from unpoison.data import load  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
+from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
 from unpoison.training import train_on  # noqa: E402
 
 
@@ -64,6 +65,13 @@ def main() -> None:
     result["train_config"] = tcfg.to_dict()
     overrides = parse_overrides(args.sets)
 
+    def fidelity(data) -> dict:  # noqa: ANN001
+        """How much of δ the purified set still holds, and its PSNR to the clean originals (to the input on clean)."""
+        if args.attack == "clean":
+            return {"psnr_purified": round(psnr(data.images, pds.images), 3)}
+        f = purification_fidelity(data.images, pds.clean_images, pds.images)
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in f.to_dict().items()}
+
     def run(key: str, method: str | None, extra: dict, classify: bool = True) -> None:
         if key in result["entries"] and result["entries"][key].get("done"):
             print(f"{key}: done already", flush=True)
@@ -73,6 +81,7 @@ def main() -> None:
         if method is not None:
             p, data, fit_s, pur_s = _purify(method, pds, {**overrides, **extra}, ckroot / key)
             entry |= {"fit_seconds": fit_s, "purify_seconds": pur_s, "stages": data.meta["purified"]["stages"]}
+            entry["fidelity"] = fidelity(data)
         if classify:
             t1 = time.perf_counter()
             r = train_on(data, tcfg, test=test, seed=args.seed)

@@ -168,6 +168,24 @@ def fidelity_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def dvae_fidelity_table() -> str:
+    """dvae_bench.py entries that recorded ``fidelity``: the share of δ left in the output, PSNRs vs the clean images."""
+    lines = []
+    for f in sorted(RES.glob("dvae_*_*.json")):
+        for key, e in _load(f).get("entries", {}).items():
+            fid = e.get("fidelity") if e.get("done") else None
+            if not fid:
+                continue
+            if "poison_retained" in fid:
+                lines.append(f"| {f.stem} | {key} | {fid['poison_retained']:.3f} | {fid['psnr_poisoned']:.2f} | "
+                             f"{fid['psnr_purified']:.2f} |")
+            else:  # clean data: PSNR of the output against its (clean) input
+                lines.append(f"| {f.stem} | {key} | — | — | {fid['psnr_purified']:.2f} |")
+    head = ("| run | entry | poison left (share of δ) | PSNR poisoned vs clean (dB) | PSNR purified vs clean (dB) |\n"
+            "|---|---|---|---|---|\n")
+    return head + "\n".join(lines) + "\n"
+
+
 def replace_block(doc: Path, name: str, body: str) -> None:
     text = doc.read_text(encoding="utf-8")
     pat = re.compile(rf"(<!-- begin:{re.escape(name)} -->\n).*?(<!-- end:{re.escape(name)} -->)", re.S)
@@ -186,6 +204,7 @@ def main() -> None:
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", cost_table("dvae"))
     replace_block(dv, "kappa", kappa_table())
+    replace_block(dv, "fidelity", dvae_fidelity_table())
     print(ecl, dv)
 
 
