@@ -6,14 +6,16 @@
     python benchmarks/dvae_bench.py --attack lsp --mode none           # no-defense baseline, same recipe
     python benchmarks/dvae_bench.py --attack lsp --mode kappa --kappas 0.5,1,1.5,3   # final KL and PSNR per κ
 
-Resumable: the D-VAE training state lives in .cache/dvae_bench/<run>/ (per-epoch checkpoints, git-ignored), and every
+Resumable: the D-VAE training state lives in .cache/dvae_bench/dvae_stages/<attack>-<hash>/ (per-epoch checkpoints,
+git-ignored; shared by the runs whose stage 1 is the same, so stage 1 is trained once per poisoned set), and every
 finished entry is written to benchmarks/results/dvae_<attack>_<mode>[_tag].json at once; a rerun skips what is done
-(``--fresh`` starts over). Smoke run: ``--per-class 20 --set epochs=1 --train-epochs 1 --tag smoke``.
+(``--fresh`` starts over, but keeps the shared stage checkpoints). Smoke run: ``--per-class 20 --set epochs=1 --train-epochs 1 --tag smoke``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -28,6 +30,7 @@ from unpoison.data import load  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
 from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
 from unpoison.training import train_on  # noqa: E402
+from unpoison.utils.seed import derive_seed  # noqa: E402
 
 
 def _purify(method: str, pds, overrides: dict, ckpt: Path):  # noqa: ANN001
@@ -72,6 +75,17 @@ def main() -> None:
         f = purification_fidelity(data.images, pds.clean_images, pds.images)
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in f.to_dict().items()}
 
+    def stage_dir(method: str, key: str, extra: dict) -> Path:
+        """D-VAE checkpoints are shared by every run on the same poisoned set whose stage 1 is the same (the purifier
+        keys each stage by what it depends on), so a κ₂ sweep or ``--mode dvae`` after ``--mode stage1`` trains
+        stage 1 once. Other methods keep one folder per run."""
+        if method != "dvae":
+            return ckroot / key
+        shared = {k: v for k, v in {**overrides, **extra}.items() if k not in ("kappa2", "stages")}
+        h = derive_seed(args.attack, args.data, args.per_class, args.seed, sorted(args.attack_sets),
+                        json.dumps(shared, sort_keys=True, default=str))
+        return ckroot.parent / "dvae_stages" / f"{args.attack}-{h:016x}"
+
     def run(key: str, method: str | None, extra: dict, classify: bool = True) -> None:
         if key in result["entries"] and result["entries"][key].get("done"):
             print(f"{key}: done already", flush=True)
@@ -79,7 +93,7 @@ def main() -> None:
         entry: dict = {"method": method, "params": {**overrides, **extra}}
         data = pds
         if method is not None:
-            p, data, fit_s, pur_s = _purify(method, pds, {**overrides, **extra}, ckroot / key)
+            p, data, fit_s, pur_s = _purify(method, pds, {**overrides, **extra}, stage_dir(method, key, extra))
             entry |= {"fit_seconds": fit_s, "purify_seconds": pur_s, "stages": data.meta["purified"]["stages"]}
             entry["fidelity"] = fidelity(data)
         if classify:

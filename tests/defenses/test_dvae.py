@@ -126,6 +126,28 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     assert out.meta["purified"]["stages"]["2"]["final"]["loss"] == ref.meta["purified"]["stages"]["2"]["final"]["loss"]
 
 
+def test_stage1_checkpoint_is_reused_by_other_stage2_settings(tmp_path):
+    """A κ₂ change (or stages 1 → 2) retrains stage 2 only, and gives what a fresh run gives; stage-2 variants
+    coexist in one checkpoint dir; a different shared setting (κ₁) is still refused as another run."""
+    ds = _synthetic(n=32, k=4)
+    kw = dict(TINY, epochs=1)
+    ck = str(tmp_path / "ck")
+    create_purifier("dvae", **kw, stages=1, checkpoint_dir=ck).fit(ds)
+    two = create_purifier("dvae", **kw, kappa2=3.0, checkpoint_dir=ck)
+    two.fit(ds)
+    assert two.stage_info[1]["resumed_from_epoch"] == 1 and two.stage_info[2]["resumed_from_epoch"] == 0
+    other = create_purifier("dvae", **kw, kappa2=6.0, checkpoint_dir=ck)
+    out = other.fit_purify(ds)
+    assert other.stage_info[1]["resumed_from_epoch"] == 1 and other.stage_info[2]["resumed_from_epoch"] == 0
+    assert np.array_equal(out.images, create_purifier("dvae", **kw, kappa2=6.0).fit_purify(ds).images)
+    again = create_purifier("dvae", **kw, kappa2=3.0, checkpoint_dir=ck)
+    again.fit(ds)  # its stage-2 file survived the κ₂ = 6 run
+    assert again.stage_info[2]["resumed_from_epoch"] == 1
+    assert len(list((tmp_path / "ck").glob("stage2-*.safetensors"))) == 2
+    with pytest.raises(UnpoisonError, match="another run"):
+        create_purifier("dvae", **kw, kappa1=0.5, checkpoint_dir=ck).fit(ds)
+
+
 def test_learns_the_classwise_perturbation():
     """The weaker-but-real end-to-end check (see the module note): on images with a hidden class-wise pattern, the
     per-class mean p̂ correlates with the true pattern, and removing it brings the images closer to the clean ones."""

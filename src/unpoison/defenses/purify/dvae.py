@@ -343,8 +343,30 @@ class _VAEPurifier(Purifier):
         return str(derive_seed(len(ds), ds.image_shape, ds.num_classes, ds.labels.tobytes(),
                                ds.images[:: max(1, len(ds) // 64)].tobytes()))
 
+    # Config fields that only a later stage depends on ({stage: fields}), and fields no stage's training depends on.
+    # Stage k's fingerprint chains stage k − 1's with its own fields, so a run that changes only a later stage's
+    # fields (a κ₂ sweep, stages=1 → 2) reuses the earlier stages' checkpoints from the same checkpoint_dir.
+    later_stage_fields: dict[int, tuple[str, ...]] = {}
+    no_stage_fields: tuple[str, ...] = ()
+
     def _run_fp(self, ds: ImageDataset) -> str:
-        return str(derive_seed(self.name, json.dumps(self.config.fingerprint_dict(), sort_keys=True), self._data_fp(ds)))
+        """What every stage depends on: the method, the shared config and the data (the checkpoint dir's owner)."""
+        skip = {f for fields in self.later_stage_fields.values() for f in fields} | set(self.no_stage_fields)
+        shared = {k: v for k, v in self.config.fingerprint_dict().items() if k not in skip}
+        return str(derive_seed(self.name, json.dumps(shared, sort_keys=True), self._data_fp(ds)))
+
+    def _stage_fp(self, run_fp: str, stage: int) -> str:
+        fp = f"{run_fp}/1"
+        for k in range(2, stage + 1):
+            own = {f: getattr(self.config, f) for f in self.later_stage_fields.get(k, ())}
+            fp = str(derive_seed(fp, k, json.dumps(own, sort_keys=True)))
+        return fp
+
+    def _stage_path(self, ckpt: Path, stage: int, fp: str) -> Path:
+        """Stage 1 has one file per checkpoint dir; later stages one per fingerprint, so their variants coexist."""
+        if stage == 1:
+            return ckpt / "stage1.safetensors"
+        return ckpt / f"stage{stage}-{int(fp):016x}.safetensors"  # fp of a stage ≥ 2 is one derive_seed integer
 
     def _ckpt(self) -> Path | None:
         return Path(self.config.checkpoint_dir) if self.config.checkpoint_dir else None
@@ -367,7 +389,7 @@ class _VAEPurifier(Purifier):
         model = self._build(stage, ds).to(dev)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=0.0)
         ckpt = self._ckpt()
-        path = ckpt / f"stage{stage}.safetensors" if ckpt else None
+        path = self._stage_path(ckpt, stage, fp) if ckpt else None
         meta = _load_stage(path, model, opt, fp) if path else None
         start = int(meta["epoch"]) if meta else 0
         history: list[dict[str, float]] = meta["history"] if meta else []
@@ -491,7 +513,7 @@ class _VAEPurifier(Purifier):
         self._fit_outputs = {}
         cur = x
         for stage in range(1, self._n_stages() + 1):
-            model = self._train_stage(stage, ds, cur.to(dev), y.to(dev), f"{fp}/{stage}", budget)
+            model = self._train_stage(stage, ds, cur.to(dev), y.to(dev), self._stage_fp(fp, stage), budget)
             if model is None:
                 return self
             self.models[stage] = model
@@ -558,6 +580,8 @@ class DVAEPurifier(_VAEPurifier):
     summary = "D-VAE: two-stage purification with rate-constrained, disentangling VAEs (Yu et al. 2024); no clean data"
 
     config: DVAEConfig
+    later_stage_fields = {2: ("kappa2",)}  # stage 1 is the same whatever stage 2 does
+    no_stage_fields = ("stages",)
 
     def _build(self, stage: int, ds: ImageDataset) -> RateVAE:
         h, w, c = ds.image_shape
