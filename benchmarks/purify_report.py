@@ -186,6 +186,27 @@ def dvae_fidelity_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def dvae_kappa2_table() -> str:
+    """Stage 2's rate κ₂: the default runs (κ₂ = 3) next to the ``--set kappa2=K --tag k2_K`` runs on the same attack."""
+    lines = []
+    tagged = sorted(RES.glob("dvae_*_dvae_k2_*.json"))
+    for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
+        for f in [RES / f"dvae_{a}_dvae.json", *[t for t in tagged if t.stem.split("_")[1] == a]]:
+            e = _load(f).get("entries", {}).get("dvae", {})
+            if not e.get("done"):
+                continue
+            k2 = e.get("params", {}).get("kappa2", 3.0)
+            st2 = e.get("stages", {}).get("2", {})
+            left = e.get("fidelity", {}).get("poison_retained")
+            lines.append(f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {float(k2):g} | {_pct(e['test_acc'])} | "
+                         f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
+                         f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
+                         f"{'—' if left is None else f'{left:.3f}'} |")
+    head = ("| attack | κ₂ | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n"
+            "|---|---|---|---|---|---|\n")
+    return head + "\n".join(lines) + "\n"
+
+
 def replace_block(doc: Path, name: str, body: str) -> None:
     text = doc.read_text(encoding="utf-8")
     pat = re.compile(rf"(<!-- begin:{re.escape(name)} -->\n).*?(<!-- end:{re.escape(name)} -->)", re.S)
@@ -205,6 +226,7 @@ def main() -> None:
     replace_block(dv, "cost", cost_table("dvae"))
     replace_block(dv, "kappa", kappa_table())
     replace_block(dv, "fidelity", dvae_fidelity_table())
+    replace_block(dv, "kappa2", dvae_kappa2_table())
     print(ecl, dv)
 
 
