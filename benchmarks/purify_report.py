@@ -198,12 +198,13 @@ def dvae_kappa2_table() -> str:
             k2 = e.get("params", {}).get("kappa2", 3.0)
             st2 = e.get("stages", {}).get("2", {})
             left = e.get("fidelity", {}).get("poison_retained")
-            lines.append(f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {float(k2):g} | {_pct(e['test_acc'])} | "
+            lines.append(f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | {float(k2):g} | "
+                         f"{_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
                          f"{'—' if left is None else f'{left:.3f}'} |")
-    head = ("| attack | κ₂ | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n"
-            "|---|---|---|---|---|---|\n")
+    head = ("| attack | run | κ₂ | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n"
+            "|---|---|---|---|---|---|---|\n")
     return head + "\n".join(lines) + "\n"
 
 
