@@ -111,7 +111,7 @@ def test_damaged_cache_entry_is_regenerated(tiny, tmp_path):
 def test_surrogate_precision_is_in_the_key(tiny, tmp_path, monkeypatch):
     # amp=auto trains TAP/LC/SEP surrogates in bf16 on AMX CPUs and CUDA: a poison made so must not be served
     # as the fp32 one (or the reverse) from a shared cache.
-    import unpoison.attacks.availability.tap as tap_mod
+    import unpoison.attacks.surrogate as surrogate_mod
     from unpoison.attacks.availability.tap import TAP
     from unpoison.attacks.surrogate import surrogate_precision
 
@@ -125,7 +125,7 @@ def test_surrogate_precision_is_in_the_key(tiny, tmp_path, monkeypatch):
     assert tap.cache_context() == {"surrogate_precision": surrogate_precision(tap.config)}
     assert surrogate_precision(tap.config) in {"fp32", "bf16"}
     first = run_cached(tap, tiny, 0, gen)
-    monkeypatch.setattr(tap_mod, "surrogate_precision", lambda cfg: "fp16")
+    monkeypatch.setattr(surrogate_mod, "surrogate_precision", lambda cfg: "fp16")  # read by the mixin
     other = run_cached(tap, tiny, 0, gen)
     assert len(calls) == 2 and other.attack["cache_key"] != first.attack["cache_key"]
     assert json.loads((calls[1] / "key.json").read_text())["context"] == {"surrogate_precision": "fp16"}

@@ -8,6 +8,7 @@ uninterrupted one exactly.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unpoison.config import Config, check
-from unpoison.data.dataset import ImageDataset
+from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.models import create_model
 from unpoison.training.augment import random_crop, random_flip
 from unpoison.utils.device import select_device
@@ -222,6 +223,16 @@ def open_generation(ds: ImageDataset, device: str, rate: float, tag: str,
     return dev, poison_slots(ds, choose_indices(len(ds), rate, tag, seed))
 
 
+def finish_generation(ds: ImageDataset, images: np.ndarray, is_poison: np.ndarray, norms: np.ndarray,
+                      attack: dict[str, Any], artifacts: dict[str, np.ndarray] | None = None) -> PoisonedDataset:
+    """The closing of EM/REM/TAP/LC's generation: ``ds`` with ``images`` swapped in, labels kept (clean-label), the
+    clean originals, per-sample norms and the attack record attached."""
+    return PoisonedDataset(
+        images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
+        meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
+        clean_images=ds.images, poison_norms=norms, attack=attack, artifacts=artifacts or {})
+
+
 def surrogate_recipe(cfg: SurrogateConfig, epochs: int) -> Any:
     """The TrainConfig a clean surrogate is trained with: the quick recipe with ``cfg``'s arch, width, lr, batch."""
     from unpoison.training import TrainConfig
@@ -239,6 +250,16 @@ def surrogate_precision(cfg: SurrogateConfig) -> str:
     from unpoison.utils.device import autocast_dtype, precision_name
 
     return precision_name(autocast_dtype(surrogate_recipe(cfg, 1).amp, select_device(cfg.device)))  # any epochs
+
+
+class TrainerSurrogateKey:
+    """Mixin for attacks whose clean surrogate trains with the Trainer (TAP, SEP, LC): its resolved precision joins
+    the cache key. EM/REM train theirs in fp32 in their own loop, so they must not use it."""
+
+    config: SurrogateConfig
+
+    def cache_context(self) -> dict[str, Any]:
+        return {"surrogate_precision": surrogate_precision(self.config)}
 
 
 def train_clean_surrogate(cfg: SurrogateConfig, ds: ImageDataset, seed: int, tag: str, epochs: int,

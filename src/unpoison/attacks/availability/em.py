@@ -19,7 +19,6 @@ With ``poison_rate`` < 1 the min-min runs on the chosen samples only; the others
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
@@ -29,8 +28,8 @@ import torch.nn.functional as F
 from unpoison.attacks.base import Attack, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.surrogate import (RUN_FIELDS, Bar, SurrogateConfig, augment, batches, build_surrogate,
-                                        check_budget, linf_pgd, load_surrogate_state, make_optimizer, open_generation,
-                                        quantise, sample_batch, surrogate_state, to_float)
+                                        check_budget, finish_generation, linf_pgd, load_surrogate_state, make_optimizer,
+                                        open_generation, quantise, sample_batch, surrogate_state, to_float)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.utils.seed import torch_generator
@@ -103,10 +102,8 @@ class MinMinAttack(Attack):
             delta, history = self._min_min(ds, chosen, seed, ck, dev)
             images[chosen] = quantise(ds.images[chosen], delta, cfg.budget)
             norms[chosen] = measure_norms(images[chosen], ds.images[chosen], "linf")
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
+        return finish_generation(
+            ds, images, is_poison, norms,
             attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed,
                                  generation={"rounds": len(history), "history": history}),
         )

@@ -15,7 +15,6 @@ y → (y + 1) mod K; ``random`` uses a seeded derangement (no class maps to itse
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any, Literal
 
@@ -24,8 +23,8 @@ import torch
 
 from unpoison.attacks.base import Attack, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
-from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, open_generation, pgd_sweep,
-                                        quantise, surrogate_precision, train_clean_surrogate)
+from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, TrainerSurrogateKey, check_budget,
+                                        finish_generation, open_generation, pgd_sweep, quantise, train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.utils.seed import numpy_rng
@@ -69,7 +68,7 @@ def class_permutation(num_classes: int, mode: str, seed: int) -> np.ndarray:
 
 
 @register_attack
-class TAP(Attack):
+class TAP(TrainerSurrogateKey, Attack):
     name = "tap"
     kind = "availability"
     config_class = TAPConfig
@@ -77,9 +76,6 @@ class TAP(Attack):
     cache_version = 1
     cache_exclude = RUN_FIELDS
     stop_after: int | None = None  # stop (with a checkpoint) after this many PGD batches
-
-    def cache_context(self) -> dict[str, Any]:
-        return {"surrogate_precision": surrogate_precision(self.config)}
 
     def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
         return run_cached(self, ds, seed, lambda ck: self._generate(ds, seed, ck))
@@ -106,10 +102,8 @@ class TAP(Attack):
                               description=f"{self.name}: PGD")
             images[chosen] = quantise(ds.images[chosen], delta, cfg.budget)
             norms[chosen] = measure_norms(images[chosen], ds.images[chosen], "linf")
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
+        return finish_generation(
+            ds, images, is_poison, norms,
             attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed, class_permutation=perm.tolist(),
                                  **self.extra_metadata()),
             artifacts={"class_permutation": perm.astype(np.int64)},

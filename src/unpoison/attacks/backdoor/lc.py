@@ -23,7 +23,6 @@ metadata's ``adv_linf_max`` is the largest change outside the trigger pixels, wh
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from typing import Any, Literal
 
@@ -34,8 +33,9 @@ from unpoison.attacks.backdoor.common import CHUNK, BackdoorConfig, TriggerBackd
 from unpoison.attacks.base import measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.labelmaps import choose_poison_indices, eligible
-from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, check_budget, grey_levels, pgd_sweep,
-                                        poison_slots, quantise, surrogate_precision, train_clean_surrogate)
+from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, TrainerSurrogateKey, check_budget,
+                                        finish_generation, grey_levels, pgd_sweep, poison_slots, quantise,
+                                        train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.errors import UnpoisonError
@@ -94,7 +94,7 @@ def corner_sign(shape: tuple[int, int, int], patch: int, corners: str) -> np.nda
 
 
 @register_attack
-class LabelConsistent(TriggerBackdoor):
+class LabelConsistent(TrainerSurrogateKey, TriggerBackdoor):
     name = "lc"
     config_class = LCConfig
     summary = ("Label-consistent clean-label backdoor: PGD-perturbed target-class images + corner checkerboards "
@@ -146,9 +146,6 @@ class LabelConsistent(TriggerBackdoor):
     def source_mask(self, labels: np.ndarray) -> np.ndarray:
         return eligible(labels, "all2one", self.config.target, self.config.source)
 
-    def cache_context(self) -> dict[str, Any]:
-        return {"surrogate_precision": surrogate_precision(self.config)}
-
     # --- poisoning ----------------------------------------------------------------------------------------------
     def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
         self._check_classes(ds.num_classes)
@@ -182,10 +179,8 @@ class LabelConsistent(TriggerBackdoor):
                 norms[j] = measure_norms(images[j], ds.images[j], self.norm)
                 d = np.abs(images[j].astype(np.int16) - ds.images[j].astype(np.int16))[:, outside]
                 adv_max = max(adv_max, float(d.max()) / 255.0 if d.size else 0.0)
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
+        return finish_generation(
+            ds, images, is_poison, norms,
             attack=self.metadata(**self.trigger_metadata(), seed=seed, adv_linf_max=adv_max,
                                  adv_budget_levels=grey_levels(cfg.budget)),
             artifacts=self.artifacts(),
