@@ -1,9 +1,9 @@
 """D-VAE and the plain rate-constrained VAE: the loss terms, the stage outputs, shapes, resume, and real runs.
 
-Module note: an accuracy-improvement test on URP-poisoned CIFAR-10 could not be made fast here. At test scale
-(≤ 2,000 images, ≤ 10 epochs, ≤ 620 steps) the learned per-class p̂ does not yet correlate with the true class-wise
-noise (|r| ≤ 0.05), and URP does not poison the tiny classifier recipe anyway. The end-to-end checks are therefore a
-synthetic set with a hidden class-wise pattern (p̂ must find it) and real CIFAR-10 + URP (the KL must settle at κ).
+Module note: URP does not poison the tiny classifier recipe, and at test scale (≤ 2,000 images, ≤ 10 epochs) the
+learned per-class p̂ does not yet correlate with its noise (|r| ≤ 0.05). The accuracy check therefore uses LSP, the
+class-wise noise that does bite at test scale; besides it, a synthetic set with a hidden class-wise pattern (p̂ must
+find it) and real CIFAR-10 + URP (the KL must settle at κ).
 """
 
 import math
@@ -180,3 +180,26 @@ def test_real_cifar_kl_settles_near_kappa(cifar_small):
     st = out.meta["purified"]["stages"]["1"]
     assert 0.7 < st["final"]["kl"] < 1.5 and 0.7 < st["output"]["kl"] < 1.5, st
     assert 12 < st["output"]["psnr_xhat"] < 40
+
+
+@pytest.mark.slow
+def test_end_to_end_improves_accuracy_on_lsp(cifar_train, cifar_test):
+    """The issue's end-to-end check on real data: LSP (class-wise noise patches) poisons a tiny classifier on 1,000
+    real CIFAR-10 images; both D-VAE stages, at reduced widths and 3 epochs, give it back a measurable part of its
+    accuracy. Measured on 2 cores: no defense 11.8%, D-VAE 28.4% (500 test images)."""
+    from unpoison.attacks import create_attack
+    from unpoison.data import profile_split, stratified_subset
+    from unpoison.training import TrainConfig, train_on
+
+    pool, _ = profile_split(cifar_train, "cpu")
+    train = stratified_subset(pool, per_class=100, seed=0)
+    test = stratified_subset(cifar_test, per_class=50, seed=0)
+    pds = create_attack("lsp", budget=4.0).poison(train, seed=0)
+    cfg = TrainConfig.from_dict({"epochs": 8, "width": 0.25, "batch_size": 64}, preset="quick")
+    none = train_on(pds, cfg, test=test, seed=1).test_acc
+    p = create_purifier("dvae", width=8, feat_channels=16, latent_channels=16, dec_widths=(16, 8), epochs=3,
+                        batch_size=32)
+    purified = p.fit_purify(pds)
+    assert purified.meta["purified"]["name"] == "dvae" and sorted(p.stage_info) == [1, 2]
+    defended = train_on(purified, cfg, test=test, seed=1).test_acc
+    assert defended >= none + 0.08, (none, defended)
