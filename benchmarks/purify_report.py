@@ -5,7 +5,8 @@
 Sources (all under benchmarks/results/, each written by the command recorded inside it):
 ``attacks/<attack>.json`` and ``attacks/clean.json`` (attacks_verify.py: undefended and clean reference),
 ``eclipse_<attack>.json`` (eclipse_bench.py: modes none, A, A+gray, A+noise, A+B+C, jpeg, grayscale, avatar) and
-``dvae_<attack>_<mode>.json`` (dvae_bench.py). Every accuracy in a row comes from the same ``quick`` recipe and seed.
+``dvae_<attack>_<mode>[_k2_K].json`` (dvae_bench.py; the efficacy and cost tables take the run at the current
+default κ₂, see ``dvae_default_run``). Every accuracy in a row comes from the same ``quick`` recipe and seed.
 
 A generated block sits between ``<!-- begin:NAME -->`` and ``<!-- end:NAME -->``; the prose around it is kept.
 The recovery ratio is (defended − poisoned) / (clean − poisoned); it is left out (—) where the undefended accuracy is
@@ -17,10 +18,12 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RES = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "src"))  # the default κ₂ comes from the package
 ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem", "sep"]
 MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
 
@@ -44,6 +47,24 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
     return (defended - poisoned) / (clean - poisoned)
 
 
+def dvae_default_kappa2() -> float:
+    from unpoison.defenses.purify.dvae import DVAEConfig
+
+    return float(DVAEConfig().kappa2)
+
+
+def dvae_default_run(attack: str) -> dict:
+    """The D-VAE run of ``attack`` at the current default κ₂: the untagged run if it used that κ₂ (runs that did not
+    record κ₂ used 3.0, the default then), else a ``--tag k2_K`` run with it; {} if none was measured."""
+    k2 = dvae_default_kappa2()
+    for f in [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_k2_*.json"))]:
+        d = _load(f)
+        e = d.get("entries", {}).get("dvae", {})
+        if e.get("done") and float(e.get("params", {}).get("kappa2", 3.0)) == k2:
+            return d
+    return {}
+
+
 def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
     clean = _load(RES / "attacks" / "clean.json").get("test_acc")  # fp32 (session of 2026-11-24)
     # the clean reference in bf16, for rows whose classifiers trained in bf16 (AMX machines, amp=auto)
@@ -51,7 +72,7 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
     rows: dict[str, dict[str, float | None]] = {}
     for a in ATTACKS + ["clean"]:
         ecl = _load(RES / f"eclipse_{a}.json").get("entries", {})
-        dv = _load(RES / f"dvae_{a}_dvae.json").get("entries", {})
+        dv = dvae_default_run(a).get("entries", {})
         av = _load(RES / "attacks" / f"{a}.json")
         row = {
             # undefended: the eclipse run's own 'none' entry, else the attack verification (same recipe and seed)
@@ -95,7 +116,8 @@ def efficacy_table(method: str, label: str) -> str:
     cost = c[method]
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
     return (head + "\n".join(lines) + f"\n\nAverage recovery of {label}: **{avg}**. "
-            f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**.\n")
+            f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**. The D-VAE column holds the runs at "
+            f"κ₂ = {dvae_default_kappa2():g}, the current default; runs at other κ₂ are in docs/dvae.md.\n")
 
 
 def ablation_table() -> str:
@@ -123,7 +145,7 @@ def cost_table(prefix: str) -> str:
         if prefix == "eclipse":
             e = _load(RES / f"eclipse_{a}.json").get("entries", {}).get("A+B+C")
         else:
-            e = _load(RES / f"dvae_{a}_dvae.json").get("entries", {}).get("dvae")
+            e = dvae_default_run(a).get("entries", {}).get("dvae")
         if e and e.get("fit_seconds") is not None:
             reused = (e.get("config") or {}).get("model_path")
             if reused:  # the diffusion model depends on the clean sparse set only, so one serves every attack
