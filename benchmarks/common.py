@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -97,7 +98,8 @@ def resume_run(bench: str, stem: str, args: argparse.Namespace,
         shutil.rmtree(ckroot, ignore_errors=True)
         path.unlink(missing_ok=True)
     result = json.loads(path.read_text()) if path.exists() else {"entries": {}}
-    result |= {**fields, "machine": machine(), "command": "python " + " ".join(sys.argv)}
+    result |= {**fields, "machine": machine(), "command": "python " + " ".join(sys.argv),
+               "date": datetime.date.today().isoformat()}
     return name, ckroot, path, result
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -208,25 +209,39 @@ def dvae_fidelity_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _measured_on(path: Path) -> str:
+    """The day a result was measured: its recorded date, else the day its file was last committed."""
+    date = _load(path).get("date")
+    if date:
+        return date
+    out = subprocess.run(["git", "log", "-1", "--format=%cs", "--", str(path)], cwd=REPO, capture_output=True,
+                         text=True, check=False).stdout.strip()
+    return out or "uncommitted"
+
+
 def dvae_kappa2_table() -> str:
-    """Stage 2's rate κ₂: the default runs (κ₂ = 3) next to the ``--set kappa2=K --tag k2_K`` runs on the same attack."""
+    """Stage 2's rate κ₂: every D-VAE run of an attack that has a ``--set kappa2=K --tag k2_K`` run, by κ₂, with the
+    day it was measured (rows compare only within one day's machine: see the cross-machine spread in docs/dvae.md)."""
     lines = []
     tagged = sorted(RES.glob("dvae_*_dvae_k2_*.json"))
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
+        rows = []
         for f in [RES / f"dvae_{a}_dvae.json", *[t for t in tagged if t.stem.split("_")[1] == a]]:
             e = _load(f).get("entries", {}).get("dvae", {})
             if not e.get("done"):
                 continue
-            k2 = e.get("params", {}).get("kappa2", 3.0)
+            k2 = float(e.get("params", {}).get("kappa2", 3.0))
             st2 = e.get("stages", {}).get("2", {})
             left = e.get("fidelity", {}).get("poison_retained")
-            lines.append(f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | {float(k2):g} | "
-                         f"{_pct(e['test_acc'])} | "
+            day = _measured_on(f)
+            rows.append((k2, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | "
+                         f"{day} | {k2:g} | {_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
-                         f"{'—' if left is None else f'{left:.3f}'} |")
-    head = ("| attack | run | κ₂ | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n"
-            "|---|---|---|---|---|---|---|\n")
+                         f"{'—' if left is None else f'{left:.3f}'} |"))
+        lines += [r[2] for r in sorted(rows, key=lambda r: (r[0], r[1]))]
+    head = ("| attack | run | measured | κ₂ | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n"
+            "|---|---|---|---|---|---|---|---|\n")
     return head + "\n".join(lines) + "\n"
 
 
