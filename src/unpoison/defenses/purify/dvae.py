@@ -584,7 +584,10 @@ class DVAEPurifier(_VAEPurifier):
     summary = "D-VAE: two-stage purification with rate-constrained, disentangling VAEs (Yu et al. 2024); no clean data"
 
     config: DVAEConfig
-    later_stage_fields = {2: ("kappa2",)}  # stage 1 is the same whatever stage 2 does
+    # Stage 1 trains the same whatever stage 2 does. The latent at purification (and the batching of its sampled noise)
+    # changes no training, only the stage outputs: so it is stage 2's field (it trains on stage 1's output), and
+    # switching latent=sample/mean retrains stage 2 only.
+    later_stage_fields = {2: ("kappa2", "latent", "eval_batch_size")}
     no_stage_fields = ("stages",)
 
     def _build(self, stage: int, ds: ImageDataset) -> RateVAE:

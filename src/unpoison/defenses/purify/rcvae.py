@@ -38,6 +38,7 @@ class RCVAEPurifier(_VAEPurifier):
     summary = "Rate-constrained VAE reconstruction (D-VAE paper, Sec. 3): KL held at kappa; no clean data"
 
     config: RCVAEConfig
+    no_stage_fields = ("latent", "eval_batch_size")  # purification-time only: its one stage trains the same
 
     def _build(self, stage: int, ds: ImageDataset) -> RateVAE:
         h, w, c = ds.image_shape
