@@ -77,11 +77,12 @@ def main() -> None:
 
     def stage_dir(method: str, key: str, extra: dict) -> Path:
         """D-VAE checkpoints are shared by every run on the same poisoned set whose stage 1 is the same (the purifier
-        keys each stage by what it depends on), so a κ₂ sweep or ``--mode dvae`` after ``--mode stage1`` trains
+        keys each stage by what it depends on), so a κ₂ sweep, a latent=mean run or ``--mode dvae`` after ``--mode stage1`` trains
         stage 1 once. Other methods keep one folder per run."""
         if method != "dvae":
             return ckroot / key
-        shared = {k: v for k, v in {**overrides, **extra}.items() if k not in ("kappa2", "stages")}
+        later = ("kappa2", "stages", "latent", "eval_batch_size")  # fields stage 1's training does not depend on
+        shared = {k: v for k, v in {**overrides, **extra}.items() if k not in later}
         h = derive_seed(args.attack, args.data, args.per_class, args.seed, sorted(args.attack_sets),
                         json.dumps(shared, sort_keys=True, default=str))
         return ckroot.parent / "dvae_stages" / f"{args.attack}-{h:016x}"
