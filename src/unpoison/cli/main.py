@@ -101,6 +101,9 @@ def purify(
     clean: Annotated[Optional[str], typer.Option("--clean", help="Clean data spec for methods that use it.")] = None,
     model: Annotated[Optional[Path], typer.Option(
         "--model", help="Reuse a trained model (methods with a model_path parameter, e.g. eclipse); skips training.")] = None,
+    preset: Annotated[Optional[str], typer.Option(
+        "--preset", help="Start from a named parameter set, e.g. paper (the published values); --config and --set "
+        "override it.")] = None,
     sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
     overwrite: Overwrite = False, json_: Json = False,
 ) -> None:
@@ -110,7 +113,7 @@ def purify(
     from unpoison.defenses import PURIFIERS
 
     pcls = PURIFIERS.get(name)
-    cfg = build_config(pcls.config_class, file=config, overrides=sets)
+    cfg = build_config(pcls.config_class, preset=preset, file=config, overrides=sets)
     if model is not None:
         if "model_path" not in cfg.field_names():
             raise UnpoisonError(f"purifier {name!r} cannot reuse a model (--model); it has no model_path parameter")
