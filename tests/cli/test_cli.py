@@ -64,6 +64,9 @@ def test_purify_preset_is_applied_under_config_and_set(capsys, tmp_path, small_n
         code, _, err = run(capsys, "purify", name, "--data", str(small_npz), "--out", str(bad), "--preset", preset)
         assert_bad_input(code, err, "unknown preset")
         assert not bad.exists()
+    code, _, err = run(capsys, "attack", "lsp", "--data", str(small_npz), "--out", str(tmp_path / "a.npz"),
+                       "--preset", "paper")  # attacks take --preset too; LSP has none
+    assert_bad_input(code, err, "unknown preset")
 
 def test_data_info_json(capsys, data_root):
     code, out, _ = run(capsys, "data", "info", "cifar10:test", "--json", "--data-root", str(data_root))

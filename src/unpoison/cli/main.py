@@ -31,6 +31,9 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace the output
 Seed = Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same result.")]
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Override a parameter: --set key=value (repeatable).")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file of parameters (--set wins over it).")]
+Preset = Annotated[Optional[str], typer.Option(
+    "--preset", help="Start from a named parameter set, e.g. paper (the published values); --config and --set "
+    "override it.")]
 
 
 def _check_out(out: Path, overwrite: bool, *inputs: str | Path | None) -> None:
@@ -69,7 +72,7 @@ def attack(
     name: Annotated[str, typer.Argument(help="Attack name (listed below).")],
     data: Annotated[str, typer.Option("--data", help="Dataset spec to poison, e.g. cifar10:cpu.")],
     out: Annotated[Path, typer.Option("--out", help="Poisoned dataset to write (.npz).")],
-    sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
+    preset: Preset = None, sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
     overwrite: Overwrite = False, json_: Json = False,
 ) -> None:
     """Poison a dataset; the output keeps full ground truth (which samples, original labels, trigger)."""
@@ -78,7 +81,7 @@ def attack(
     from unpoison.data import load, save_dataset
 
     acls = ATTACKS.get(name)
-    cfg = build_config(acls.config_class, file=config, overrides=sets)
+    cfg = build_config(acls.config_class, preset=preset, file=config, overrides=sets)
     _check_out(out, overwrite, data)
     ds = load(data, root=data_root)
     t0 = time.perf_counter()
@@ -101,10 +104,7 @@ def purify(
     clean: Annotated[Optional[str], typer.Option("--clean", help="Clean data spec for methods that use it.")] = None,
     model: Annotated[Optional[Path], typer.Option(
         "--model", help="Reuse a trained model (methods with a model_path parameter, e.g. eclipse); skips training.")] = None,
-    preset: Annotated[Optional[str], typer.Option(
-        "--preset", help="Start from a named parameter set, e.g. paper (the published values); --config and --set "
-        "override it.")] = None,
-    sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
+    preset: Preset = None, sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
     overwrite: Overwrite = False, json_: Json = False,
 ) -> None:
     """Purify a (poisoned) training set; ground truth and labels are kept, pixels are rewritten."""
