@@ -164,20 +164,11 @@ def test_cli_purify_then_reuse_the_model(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_end_to_end_improves_accuracy_on_lsp(cifar_train, cifar_test):
-    from unpoison.attacks import create_attack
-    from unpoison.data import profile_split, stratified_subset
-    from unpoison.training import TrainConfig, train_on
-
-    pool, clean_pool = profile_split(cifar_train, "cpu")
-    train = stratified_subset(pool, per_class=100, seed=0)
-    test = stratified_subset(cifar_test, per_class=50, seed=0)
-    pds = create_attack("lsp", budget=4.0).poison(train, seed=0)
-    cfg = TrainConfig.from_dict({"epochs": 8, "width": 0.25, "batch_size": 64}, preset="quick")
-    none = train_on(pds, cfg, test=test, seed=1).test_acc
+def test_end_to_end_improves_accuracy_on_lsp(lsp_case):
+    pds, clean_pool = lsp_case.poisoned, lsp_case.clean_pool
     p = create_purifier("eclipse", unet="tiny", train_steps=40, batch_size=32, steps=2, lr=1e-3, ema_decay=0.9,
                         progress=False)
     purified = p.fit_purify(pds, clean_pool)  # sparse set: 4% of 1,000 = 40 clean images from the clean pool
     assert set(p.sparse_set(pds, clean_pool).indices).isdisjoint(set(pds.indices))
-    defended = train_on(purified, cfg, test=test, seed=1).test_acc
-    assert defended >= none + 0.08, (none, defended)
+    defended = lsp_case.accuracy(purified)
+    assert defended >= lsp_case.none + 0.08, (lsp_case.none, defended)
