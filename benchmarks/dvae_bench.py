@@ -28,6 +28,7 @@ from unpoison.attacks import create_attack  # noqa: E402
 from unpoison.config import parse_overrides  # noqa: E402
 from unpoison.data import load  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
+from unpoison.defenses.purify.dvae import DVAEPurifier  # noqa: E402
 from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
 from unpoison.training import train_on  # noqa: E402
 from unpoison.utils.seed import derive_seed  # noqa: E402
@@ -77,12 +78,12 @@ def main() -> None:
 
     def stage_dir(method: str, key: str, extra: dict) -> Path:
         """D-VAE checkpoints are shared by every run on the same poisoned set whose stage 1 is the same (the purifier
-        keys each stage by what it depends on), so a κ₂ sweep, a latent=mean run or ``--mode dvae`` after ``--mode stage1`` trains
-        stage 1 once. Other methods keep one folder per run."""
+        keys each stage by what it depends on), so a κ₂ sweep, a latent=mean run or ``--mode dvae`` after
+        ``--mode stage1`` trains stage 1 once. Other methods keep one folder per run."""
         if method != "dvae":
             return ckroot / key
-        later = ("kappa2", "stages", "latent", "eval_batch_size")  # fields stage 1's training does not depend on
-        shared = {k: v for k, v in {**overrides, **extra}.items() if k not in later}
+        later = {f for fs in DVAEPurifier.later_stage_fields.values() for f in fs} | set(DVAEPurifier.no_stage_fields)
+        shared = {k: v for k, v in {**overrides, **extra}.items() if k not in later}  # what stage 1 depends on
         h = derive_seed(args.attack, args.data, args.per_class, args.seed, sorted(args.attack_sets),
                         json.dumps(shared, sort_keys=True, default=str))
         return ckroot.parent / "dvae_stages" / f"{args.attack}-{h:016x}"

@@ -47,7 +47,6 @@ def test_purify_help_lists_purifiers(capsys):
     assert "jpeg" in out and "grayscale" in out and "bdr" in out and "quality=10" in out
 
 
-
 def test_purify_preset_is_applied_under_config_and_set(capsys, tmp_path, small_npz):
     """--preset paper starts from the published values (D-VAE's κ₂ = 3 against the CPU default 6); --set wins over
     it; an unknown preset, or one the method lacks, is a one-line error with status 2 and writes nothing."""
@@ -67,6 +66,7 @@ def test_purify_preset_is_applied_under_config_and_set(capsys, tmp_path, small_n
     code, _, err = run(capsys, "attack", "lsp", "--data", str(small_npz), "--out", str(tmp_path / "a.npz"),
                        "--preset", "paper")  # attacks take --preset too; LSP has none
     assert_bad_input(code, err, "unknown preset")
+
 
 def test_data_info_json(capsys, data_root):
     code, out, _ = run(capsys, "data", "info", "cifar10:test", "--json", "--data-root", str(data_root))

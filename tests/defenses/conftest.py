@@ -16,6 +16,7 @@ class LSPCase:
     none: float  # undefended test accuracy under that recipe, seed 1
 
     def accuracy(self, data) -> float:  # noqa: ANN001
+        """Test accuracy of the same recipe and seed as ``none``, trained on ``data``."""
         from unpoison.training import train_on
 
         return train_on(data, self.cfg, test=self.test, seed=1).test_acc
@@ -25,13 +26,12 @@ class LSPCase:
 def lsp_case(cifar_train, cifar_test) -> LSPCase:
     from unpoison.attacks import create_attack
     from unpoison.data import profile_split, stratified_subset
-    from unpoison.training import TrainConfig
+    from unpoison.training import TrainConfig, train_on
 
     pool, clean_pool = profile_split(cifar_train, "cpu")
     train = stratified_subset(pool, per_class=100, seed=0)
     test = stratified_subset(cifar_test, per_class=50, seed=0)
     pds = create_attack("lsp", budget=4.0).poison(train, seed=0)
     cfg = TrainConfig.from_dict({"epochs": 8, "width": 0.25, "batch_size": 64}, preset="quick")
-    case = LSPCase(clean_pool, pds, test, cfg, 0.0)
-    case.none = case.accuracy(pds)
-    return case
+    none = train_on(pds, cfg, test=test, seed=1).test_acc
+    return LSPCase(clean_pool, pds, test, cfg, none)

@@ -148,7 +148,6 @@ def test_stage1_checkpoint_is_reused_by_other_stage2_settings(tmp_path):
         create_purifier("dvae", **kw, kappa1=0.5, checkpoint_dir=ck).fit(ds)
 
 
-
 def test_latent_mode_is_a_purification_setting_that_retrains_stage_2_only(tmp_path):
     """latent=sample/mean changes no stage's own training: D-VAE reuses stage 1 (stage 2 trains on stage 1's output,
     which does change) and gives what a fresh run gives; the one-stage RCVAE retrains nothing."""
@@ -168,6 +167,7 @@ def test_latent_mode_is_a_purification_setting_that_retrains_stage_2_only(tmp_pa
     assert not np.array_equal(rc_out.images, sampled.images)  # the posterior mean, not a sample
     assert np.array_equal(rc_out.images, create_purifier("rcvae", **dict(TINY, epochs=1), latent="mean")
                           .fit_purify(ds).images)
+
 
 def test_learns_the_classwise_perturbation():
     """The weaker-but-real end-to-end check (see the module note): on images with a hidden class-wise pattern, the
