@@ -54,14 +54,23 @@ def dvae_default_kappa2() -> float:
     return float(DVAEConfig().kappa2)
 
 
+def dvae_setting(entry: dict) -> dict:
+    """κ₂ and the latent mode a D-VAE entry ran with: its recorded config, else its overrides over the defaults of
+    the time (runs from before the config was recorded used κ₂ = 3.0 and the sampled latent)."""
+    cfg = entry.get("config") or {"kappa2": 3.0, "latent": "sample", **entry.get("params", {})}
+    return {"kappa2": float(cfg.get("kappa2", 3.0)), "latent": cfg.get("latent", "sample")}
+
+
 def dvae_default_run(attack: str) -> dict:
-    """The D-VAE run of ``attack`` at the current default κ₂: the untagged run if it used that κ₂ (runs that did not
-    record κ₂ used 3.0, the default then), else a ``--tag k2_K`` run with it; {} if none was measured."""
-    k2 = dvae_default_kappa2()
+    """The D-VAE run of ``attack`` at the current defaults of κ₂ and the latent mode: the untagged run if it used
+    them, else a tagged run (``--tag k2_K`` …) that did; {} if none was measured."""
+    from unpoison.defenses.purify.dvae import DVAEConfig
+
+    want = {"kappa2": dvae_default_kappa2(), "latent": DVAEConfig().latent}
     for f in [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_k2_*.json"))]:
         d = _load(f)
         e = d.get("entries", {}).get("dvae", {})
-        if e.get("done") and float(e.get("params", {}).get("kappa2", 3.0)) == k2:
+        if e.get("done") and dvae_setting(e) == want:
             return d
     return {}
 
@@ -230,18 +239,18 @@ def dvae_kappa2_table() -> str:
             e = _load(f).get("entries", {}).get("dvae", {})
             if not e.get("done"):
                 continue
-            k2 = float(e.get("params", {}).get("kappa2", 3.0))
+            k2, latent = dvae_setting(e).values()
             st2 = e.get("stages", {}).get("2", {})
             left = e.get("fidelity", {}).get("poison_retained")
             day = _measured_on(f)
-            rows.append((k2, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | "
-                         f"{day} | {k2:g} | {_pct(e['test_acc'])} | "
+            rows.append((k2, latent, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | "
+                         f"{day} | {k2:g} | {latent} | {_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
                          f"{'—' if left is None else f'{left:.3f}'} |"))
-        lines += [r[2] for r in sorted(rows, key=lambda r: (r[0], r[1]))]
-    head = ("| attack | run | measured | κ₂ | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n"
-            "|---|---|---|---|---|---|---|---|\n")
+        lines += [r[-1] for r in sorted(rows, key=lambda r: r[:-1])]
+    head = ("| attack | run | measured | κ₂ | latent | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | "
+            "poison left |\n|---|---|---|---|---|---|---|---|---|\n")
     return head + "\n".join(lines) + "\n"
 
 
