@@ -154,7 +154,7 @@ def test_latent_mode_is_a_purification_setting_that_retrains_stage_2_only(tmp_pa
     ds = _synthetic(n=32, k=4)
     kw = dict(TINY, epochs=1)
     ck = str(tmp_path / "ck")
-    create_purifier("dvae", **kw, checkpoint_dir=ck).fit(ds)
+    create_purifier("dvae", **kw, latent="sample", checkpoint_dir=ck).fit(ds)
     mean = create_purifier("dvae", **kw, latent="mean", checkpoint_dir=ck)
     out = mean.fit_purify(ds)
     assert mean.stage_info[1]["resumed_from_epoch"] == 1 and mean.stage_info[2]["resumed_from_epoch"] == 0
