@@ -24,7 +24,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 RES = REPO / "benchmarks" / "results"
-sys.path.insert(0, str(REPO / "src"))  # the default κ₂ comes from the package
+sys.path.insert(0, str(REPO / "src"))  # the default κ₂ and latent mode come from the package
+from unpoison.defenses.purify.dvae import DVAEConfig  # noqa: E402
 ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem", "sep"]
 MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
 
@@ -49,8 +50,6 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
 
 
 def dvae_default_kappa2() -> float:
-    from unpoison.defenses.purify.dvae import DVAEConfig
-
     return float(DVAEConfig().kappa2)
 
 
@@ -64,8 +63,6 @@ def dvae_setting(entry: dict) -> dict:
 def dvae_default_run(attack: str) -> dict:
     """The D-VAE run of ``attack`` at the current defaults of κ₂ and the latent mode: the untagged run if it used
     them, else a tagged run (``--tag k2_K`` …) that did; {} if none was measured."""
-    from unpoison.defenses.purify.dvae import DVAEConfig
-
     want = {"kappa2": dvae_default_kappa2(), "latent": DVAEConfig().latent}
     for f in [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_k2_*.json"))]:
         d = _load(f)
@@ -127,7 +124,8 @@ def efficacy_table(method: str, label: str) -> str:
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
     return (head + "\n".join(lines) + f"\n\nAverage recovery of {label}: **{avg}**. "
             f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**. The D-VAE column holds the runs at "
-            f"κ₂ = {dvae_default_kappa2():g}, the current default; runs at other κ₂ are in docs/dvae.md.\n")
+            f"the current defaults (κ₂ = {dvae_default_kappa2():g}, latent = {DVAEConfig().latent}); runs at other "
+            "settings are in docs/dvae.md.\n")
 
 
 def ablation_table() -> str:
