@@ -108,8 +108,9 @@ class DVAEConfig(VAEConfig):
     # AR recovery 0.878 vs 0.829, LSP 0.845 vs 0.707) at some cost on OPS (54.8% vs 59.6%); 10 goes too far (OPS 45.6%).
     kappa2: float = 6.0
     # z at purification. The official code samples it (``paper`` preset); the CPU default is the posterior mean,
-    # measured on one machine on one day (docs/dvae.md, "Sampled or mean latent"): clean data 75.27% vs 73.90%, OPS 56.64% vs 54.60%,
-    # with less of OPS's δ left (0.382 vs 0.395). A sample adds noise the classifier has to learn through.
+    # measured on one machine on one day (docs/dvae.md, "Sampled or mean latent"): clean data 75.27% vs 73.90%,
+    # OPS 56.64% vs 54.60%, with less of OPS's δ left (0.382 vs 0.395). A sample adds noise the classifier must
+    # learn through.
     latent: Literal["sample", "mean"] = "mean"
     stages: int = 2  # 1 = stage-1 only (ablation): output x₁ = clamp(x − p̂)
     p_energy: float = 0.002  # perturbation-energy hinge max(mean p̂², p_energy)
