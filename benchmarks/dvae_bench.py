@@ -98,7 +98,7 @@ def main() -> None:
             p, data, fit_s, pur_s = _purify(method, pds, {**overrides, **extra}, stage_dir(method, key, extra))
             entry |= {"fit_seconds": fit_s, "purify_seconds": pur_s, "stages": data.meta["purified"]["stages"]}
             # the effective setting, defaults included: a later change of a default cannot misdate this run
-            entry["config"] = {k: v for k, v in p.config.to_dict().items() if k not in ("checkpoint_dir", "progress")}
+            entry["config"] = p.config.fingerprint_dict()
             entry["fidelity"] = fidelity(data)
         if classify:
             t1 = time.perf_counter()

@@ -49,21 +49,23 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
     return (defended - poisoned) / (clean - poisoned)
 
 
-def dvae_default_kappa2() -> float:
-    return float(DVAEConfig().kappa2)
+def dvae_defaults() -> dict:
+    """The current default κ₂ and latent mode, in the shape of :func:`dvae_setting`."""
+    cfg = DVAEConfig()
+    return {"kappa2": float(cfg.kappa2), "latent": cfg.latent}
 
 
 def dvae_setting(entry: dict) -> dict:
     """κ₂ and the latent mode a D-VAE entry ran with: its recorded config, else its overrides over the defaults of
     the time (runs from before the config was recorded used κ₂ = 3.0 and the sampled latent)."""
-    cfg = entry.get("config") or {"kappa2": 3.0, "latent": "sample", **entry.get("params", {})}
-    return {"kappa2": float(cfg.get("kappa2", 3.0)), "latent": cfg.get("latent", "sample")}
+    cfg = {"kappa2": 3.0, "latent": "sample", **entry.get("params", {}), **entry.get("config", {})}
+    return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"]}
 
 
 def dvae_default_run(attack: str) -> dict:
     """The D-VAE run of ``attack`` at the current defaults of κ₂ and the latent mode: the untagged run if it used
     them, else a tagged run (``--tag k2_K`` …) that did; {} if none was measured."""
-    want = {"kappa2": dvae_default_kappa2(), "latent": DVAEConfig().latent}
+    want = dvae_defaults()
     for f in [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_k2_*.json"))]:
         d = _load(f)
         e = d.get("entries", {}).get("dvae", {})
@@ -124,7 +126,7 @@ def efficacy_table(method: str, label: str) -> str:
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
     return (head + "\n".join(lines) + f"\n\nAverage recovery of {label}: **{avg}**. "
             f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**. The D-VAE column holds the runs at "
-            f"the current defaults (κ₂ = {dvae_default_kappa2():g}, latent = {DVAEConfig().latent}); runs at other "
+            f"the current defaults (κ₂ = {dvae_defaults()['kappa2']:g}, latent = {dvae_defaults()['latent']}); runs at other "
             "settings are in docs/dvae.md.\n")
 
 
@@ -237,7 +239,8 @@ def dvae_kappa2_table() -> str:
             e = _load(f).get("entries", {}).get("dvae", {})
             if not e.get("done"):
                 continue
-            k2, latent = dvae_setting(e).values()
+            setting = dvae_setting(e)
+            k2, latent = setting["kappa2"], setting["latent"]
             st2 = e.get("stages", {}).get("2", {})
             left = e.get("fidelity", {}).get("poison_retained")
             day = _measured_on(f)
