@@ -15,6 +15,7 @@ within 10 points of clean, i.e. where the attack did not poison and the ratio wo
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import statistics
@@ -74,6 +75,7 @@ def dvae_default_run(attack: str) -> dict:
     return {}
 
 
+@functools.cache  # every table reads the same files; read them once
 def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
     clean = _load(RES / "attacks" / "clean.json").get("test_acc")  # fp32 (session of 2026-11-24)
     # the clean reference in bf16, for rows whose classifiers trained in bf16 (AMX machines, amp=auto)
@@ -180,23 +182,25 @@ def kappa_table() -> str:
 
 
 def fidelity_table() -> str:
-    """eclipse_fidelity.py: per variant, the share of each poison left and PSNRs vs the clean originals."""
-    ent = _load(RES / "eclipse_fidelity.json").get("entries", {})
-    variants = list(dict.fromkeys(e["variant"] for e in ent.values() if e.get("done")))
-    attacks = list(dict.fromkeys(e["attack"] for e in ent.values() if e.get("done") and e["attack"] != "clean"))
-    head = ("| variant | s / image | PSNR on clean images (dB) | "
+    """eclipse_fidelity.py runs (untagged and ``--tag``): per variant, the share of each poison left and PSNRs vs
+    the clean originals. Each run trains its own diffusion models, so compare variants within one run."""
+    runs = [(f.stem, _load(f).get("entries", {})) for f in sorted(RES.glob("eclipse_fidelity*.json"))]
+    done = [e for _, ent in runs for e in ent.values() if e.get("done")]
+    attacks = list(dict.fromkeys(e["attack"] for e in done if e["attack"] != "clean"))
+    head = ("| run | variant | s / image | PSNR on clean images (dB) | "
             + " | ".join(f"{a.upper()}: poison left (PSNR in → out)" for a in attacks)
-            + " |\n|---|---|---|" + "---|" * len(attacks) + "\n")
+            + " |\n|---|---|---|---|" + "---|" * len(attacks) + "\n")
     lines = []
-    for v in variants:
-        c = ent.get(f"{v}/clean", {})
-        cells = []
-        for a in attacks:
-            e = ent.get(f"{v}/{a}", {})
-            cells.append(f"{e['poison_retained']:.3f} ({e['psnr_poisoned']:.1f} → {e['psnr_purified']:.1f})"
-                         if e.get("done") else "—")
-        lines.append(f"| {v} | {c.get('seconds_per_image', float('nan')):.3f} | {c.get('psnr_purified', float('nan')):.2f} | "
-                     + " | ".join(cells) + " |")
+    for run, ent in runs:
+        for v in dict.fromkeys(e["variant"] for e in ent.values() if e.get("done")):
+            c = ent.get(f"{v}/clean", {})
+            cells = []
+            for a in attacks:
+                e = ent.get(f"{v}/{a}", {})
+                cells.append(f"{e['poison_retained']:.3f} ({e['psnr_poisoned']:.1f} → {e['psnr_purified']:.1f})"
+                             if e.get("done") else "—")
+            lines.append(f"| {run} | {v} | {c.get('seconds_per_image', float('nan')):.3f} | "
+                         f"{c.get('psnr_purified', float('nan')):.2f} | " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
 
 
