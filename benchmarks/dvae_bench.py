@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_resume_options, add_run_options, resume_run, save, subsets,  # noqa: E402
+from common import (CACHE, add_resume_options, add_run_options, resume_run, save, subsets,  # noqa: E402
                     train_config)
 
 from unpoison.attacks import create_attack  # noqa: E402
@@ -32,6 +32,17 @@ from unpoison.defenses.purify.dvae import DVAEPurifier  # noqa: E402
 from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
 from unpoison.training import train_on  # noqa: E402
 from unpoison.utils.seed import derive_seed  # noqa: E402
+
+
+def dvae_stage_dir(args: argparse.Namespace, overrides: dict) -> Path:
+    """Where D-VAE's stage checkpoints for this poisoned set live. They are shared by every run on the same poisoned
+    set whose stage 1 is the same (the purifier keys each stage by what it depends on), so a κ₂ sweep, a latent=mean
+    run or ``--mode dvae`` after ``--mode stage1`` trains stage 1 once (dvae_ops_probe.py reads them too)."""
+    later = {f for fs in DVAEPurifier.later_stage_fields.values() for f in fs} | set(DVAEPurifier.no_stage_fields)
+    shared = {k: v for k, v in overrides.items() if k not in later}  # what stage 1 depends on
+    h = derive_seed(args.attack, args.data, args.per_class, args.seed, sorted(args.attack_sets),
+                    json.dumps(shared, sort_keys=True, default=str))
+    return CACHE / "dvae_bench" / "dvae_stages" / f"{args.attack}-{h:016x}"
 
 
 def _purify(method: str, pds, overrides: dict, ckpt: Path):  # noqa: ANN001
@@ -77,16 +88,9 @@ def main() -> None:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in f.to_dict().items()}
 
     def stage_dir(method: str, key: str, extra: dict) -> Path:
-        """D-VAE checkpoints are shared by every run on the same poisoned set whose stage 1 is the same (the purifier
-        keys each stage by what it depends on), so a κ₂ sweep, a latent=mean run or ``--mode dvae`` after
-        ``--mode stage1`` trains stage 1 once. Other methods keep one folder per run."""
-        if method != "dvae":
+        if method != "dvae":  # other methods keep one folder per run
             return ckroot / key
-        later = {f for fs in DVAEPurifier.later_stage_fields.values() for f in fs} | set(DVAEPurifier.no_stage_fields)
-        shared = {k: v for k, v in {**overrides, **extra}.items() if k not in later}  # what stage 1 depends on
-        h = derive_seed(args.attack, args.data, args.per_class, args.seed, sorted(args.attack_sets),
-                        json.dumps(shared, sort_keys=True, default=str))
-        return ckroot.parent / "dvae_stages" / f"{args.attack}-{h:016x}"
+        return dvae_stage_dir(args, {**overrides, **extra})
 
     def run(key: str, method: str | None, extra: dict, classify: bool = True) -> None:
         if key in result["entries"] and result["entries"][key].get("done"):
