@@ -2,6 +2,7 @@
 
     python benchmarks/dvae_ops_probe.py                                   # the defaults' run (κ₂ = 6, mean latent)
     python benchmarks/dvae_ops_probe.py --set kappa2=3 --set latent=sample --tag k2_3
+    python benchmarks/dvae_ops_probe.py --set epochs=20 --set stages=1 --tag e20_stage1   # a stage-1 experiment
 
 OPS sets one pixel per class to a fixed colour. D-VAE should model that class-wise change in its perturbation branch
 p̂ (class embedding, no KL charge) and subtract it in stage 1. This probe reads the stage models that
@@ -68,11 +69,13 @@ def main() -> None:
     p.fit(pds)
     result["fit_seconds"] = round(time.perf_counter() - t0, 1)
     result["config"] = p.config.fingerprint_dict()
+    result["stages"] = {str(k): v for k, v in p.stage_info.items()}  # per-stage losses, KL, PSNR of x̂
 
     x0 = pds.clean_images.astype(np.float32) / 255
     xp = pds.images.astype(np.float32) / 255
     x1 = p._fit_outputs[1].permute(0, 2, 3, 1).numpy().astype(np.float32) / 255  # stage outputs kept by fit()
-    x2 = p._fit_outputs[2].permute(0, 2, 3, 1).numpy().astype(np.float32) / 255
+    # with --set stages=1 (a stage-1 experiment) there is no x₂
+    x2 = (p._fit_outputs[2].permute(0, 2, 3, 1).numpy().astype(np.float32) / 255 if 2 in p._fit_outputs else None)
     y = pds.labels
     f = p.config.downsample
     m1 = p.models[1].eval()
@@ -101,7 +104,7 @@ def main() -> None:
             # x̂ − x_clean carries this share of δ; p̂ this share (x̂ + p̂ ≈ x, so the two add to about 1)
             "xhat_share": _share(xhat - x0[sub, h, w], d_sub), "phat_share": _share(phat, d_sub),
             "left_x1": _share(x1[idx, h, w] - x0[idx, h, w], delta),
-            "left_x2": _share(x2[idx, h, w] - x0[idx, h, w], delta),
+            "left_x2": None if x2 is None else _share(x2[idx, h, w] - x0[idx, h, w], delta),
             "kl_at_pixel_poisoned": round(float(kl_p[:, h // f, w // f].mean()), 4),
             "kl_at_pixel_clean": round(float(kl_c[:, h // f, w // f].mean()), 4),
             "kl_mean_poisoned": round(float(kl_p.mean()), 4),
@@ -110,7 +113,7 @@ def main() -> None:
     result["classes"] = rows
     result["mean"] = {key: round(float(np.mean([r[key] for r in rows])), 4) for key in
                       ("xhat_share", "phat_share", "left_x1", "left_x2", "kl_at_pixel_poisoned", "kl_at_pixel_clean",
-                       "kl_mean_poisoned")}
+                       "kl_mean_poisoned") if rows[0][key] is not None}
     print(result["mean"])
     save(name, result)
 
