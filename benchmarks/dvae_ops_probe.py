@@ -73,9 +73,9 @@ def main() -> None:
 
     x0 = pds.clean_images.astype(np.float32) / 255
     xp = pds.images.astype(np.float32) / 255
-    x1 = p._fit_outputs[1].permute(0, 2, 3, 1).numpy().astype(np.float32) / 255  # stage outputs kept by fit()
+    x1 = p.stage_output(1).astype(np.float32) / 255
     # with --set stages=1 (a stage-1 experiment) there is no x₂
-    x2 = (p._fit_outputs[2].permute(0, 2, 3, 1).numpy().astype(np.float32) / 255 if 2 in p._fit_outputs else None)
+    x2 = p.stage_output(2).astype(np.float32) / 255 if p.config.stages == 2 else None
     y = pds.labels
     f = p.config.downsample
     m1 = p.models[1].eval()

@@ -79,6 +79,9 @@ def test_stage1_output_is_input_minus_p():
     diff = np.abs(out.images.astype(int) - expected.astype(int))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # equal up to float rounding at a .5 boundary
     assert not np.array_equal(out.images, ds.images)  # p̂ is not zero
+    assert np.array_equal(p.stage_output(1), out.images)  # the public accessor returns the same output
+    with pytest.raises(UnpoisonError, match="stage must be"):
+        p.stage_output(2)
     # the recorded statistics are there
     st = out.meta["purified"]["stages"]["1"]
     assert st["kappa"] == 1.0 and "kl" in st["final"] and "psnr_xhat" in st["output"]

@@ -555,6 +555,15 @@ class _VAEPurifier(Purifier):
         return ds.with_images(images, purified=self.record(stages=info,
                                                            purify_seconds=round(time.perf_counter() - t0, 2)))
 
+    def stage_output(self, stage: int) -> np.ndarray:
+        """The output of ``stage`` on the fitted set as uint8 (N, H, W, C), e.g. x₁ = x − p̂ of D-VAE's stage 1
+        (kept by ``fit`` anyway: each stage trains on the previous one's output)."""
+        if not self.complete:
+            raise UnpoisonError(f"{self.name}: call fit() first (or finish an interrupted fit)")
+        if stage not in self._fit_outputs:
+            raise UnpoisonError(f"{self.name}: stage must be one of {sorted(self._fit_outputs)}; got {stage}")
+        return self._fit_outputs[stage].permute(0, 2, 3, 1).contiguous().numpy()
+
     def _after_purify(self) -> None:
         pass
 
