@@ -34,19 +34,12 @@ from unpoison.attacks import create_attack  # noqa: E402
 from unpoison.config import parse_overrides  # noqa: E402
 from unpoison.data import load, stratified_subset  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
+from unpoison.defenses.purify.dvae import kl_map  # noqa: E402
 
 
 def _share(a: np.ndarray, delta: np.ndarray) -> float:
     """Projection of ``a`` (n, C) onto δ (n, C), pooled over the class: Σ a·δ / Σ δ²."""
     return round(float((a * delta).sum() / (delta * delta).sum()), 4)
-
-
-def _kl_map(model, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: ANN001
-    """Per-image KL per latent position (n, h, w), summed over channels (gaussian_kl's convention, not averaged)."""
-    with torch.no_grad():
-        out = model(x, y, None)
-    mu, lv = out["mu"], out["logvar"]
-    return 0.5 * (mu.pow(2) + lv.exp() - 1 - lv).sum(1)
 
 
 def main() -> None:
@@ -93,11 +86,11 @@ def main() -> None:
         xc = torch.from_numpy(x0[sub]).permute(0, 3, 1, 2).contiguous()
         yb = torch.from_numpy(y[sub]).long()
         with torch.no_grad():
-            out = m1(xb, yb, None)
+            out, out_c = m1(xb, yb, None), m1(xc, yb, None)  # poisoned and the same images clean
         d_sub = delta[:len(sub)]
         xhat = out["xhat"].permute(0, 2, 3, 1).numpy()[:, h, w]
         phat = out["p"].permute(0, 2, 3, 1).numpy()[:, h, w]
-        kl_p, kl_c = _kl_map(m1, xb, yb), _kl_map(m1, xc, yb)
+        kl_p, kl_c = kl_map(out["mu"], out["logvar"]), kl_map(out_c["mu"], out_c["logvar"])
         rows.append({
             "class": k, "pixel": [h, w], "colour": np.round(xp[idx, h, w].mean(0), 3).tolist(),
             "delta_abs_mean": round(float(np.abs(delta).mean()), 4),

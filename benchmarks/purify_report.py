@@ -126,9 +126,10 @@ def efficacy_table(method: str, label: str) -> str:
     avg = f"{statistics.mean(ratios):.3f} over {len(ratios)} attack(s)" if ratios else "not measured yet"
     cost = c[method]
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
+    want = dvae_defaults()
     return (head + "\n".join(lines) + f"\n\nAverage recovery of {label}: **{avg}**. "
             f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**. The D-VAE column holds the runs at "
-            f"the current defaults (κ₂ = {dvae_defaults()['kappa2']:g}, latent = {dvae_defaults()['latent']}); runs at other "
+            f"the current defaults (κ₂ = {want['kappa2']:g}, latent = {want['latent']}); runs at other "
             "settings are in docs/dvae.md.\n")
 
 

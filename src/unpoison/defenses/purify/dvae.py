@@ -194,9 +194,14 @@ class Decoder(nn.Module):
         return self.net(w)
 
 
+def kl_map(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) ‖ N(0, I)) of each image at each latent position, summed over channels: (N, h, w) nats."""
+    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1)
+
+
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) ‖ N(0, I)) per latent position, summed over channels, averaged over batch and positions (nats)."""
-    return (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp())).sum(1).mean()
+    return kl_map(mu, logvar).mean()
 
 
 class RateVAE(nn.Module):
@@ -537,8 +542,7 @@ class _VAEPurifier(Purifier):
         return self
 
     def purify(self, ds: ImageDataset) -> ImageDataset:
-        if not self.complete:
-            raise UnpoisonError(f"{self.name}: call fit() first (or finish an interrupted fit)")
+        self._require_fit()
         t0 = time.perf_counter()
         if self._fit_fp == self._data_fp(ds):  # the transductive case: outputs were computed at the end of fit
             out = self._fit_outputs[self._n_stages()]
@@ -555,11 +559,14 @@ class _VAEPurifier(Purifier):
         return ds.with_images(images, purified=self.record(stages=info,
                                                            purify_seconds=round(time.perf_counter() - t0, 2)))
 
+    def _require_fit(self) -> None:
+        if not self.complete:
+            raise UnpoisonError(f"{self.name}: call fit() first (or finish an interrupted fit)")
+
     def stage_output(self, stage: int) -> np.ndarray:
         """The output of ``stage`` on the fitted set as uint8 (N, H, W, C), e.g. x₁ = x − p̂ of D-VAE's stage 1
         (kept by ``fit`` anyway: each stage trains on the previous one's output)."""
-        if not self.complete:
-            raise UnpoisonError(f"{self.name}: call fit() first (or finish an interrupted fit)")
+        self._require_fit()
         if stage not in self._fit_outputs:
             raise UnpoisonError(f"{self.name}: stage must be one of {sorted(self._fit_outputs)}; got {stage}")
         return self._fit_outputs[stage].permute(0, 2, 3, 1).contiguous().numpy()
@@ -677,5 +684,5 @@ class DVAEPurifier(_VAEPurifier):
         return path
 
 
-__all__ = ["VAEConfig", "DVAEConfig", "BasicBlock", "Encoder", "Decoder", "RateVAE", "DVAE", "gaussian_kl", "vae_loss",
+__all__ = ["VAEConfig", "DVAEConfig", "BasicBlock", "Encoder", "Decoder", "RateVAE", "DVAE", "gaussian_kl", "kl_map", "vae_loss",
            "cosine_lr", "DVAEPurifier"]
