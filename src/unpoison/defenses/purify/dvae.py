@@ -113,6 +113,10 @@ class DVAEConfig(VAEConfig):
     # learn through.
     latent: Literal["sample", "mean"] = "mean"
     stages: int = 2  # 1 = stage-1 only (ablation): output x₁ = clamp(x − p̂)
+    # Stage 2's epochs when they differ from stage 1's (0 = ``epochs``). Stage 1 must learn a per-class shortcut as
+    # p̂ before stage 2 can drop it, and at CPU widths it needs more epochs for that than stage 2 needs to reconstruct
+    # (docs/dvae.md, "Stage-1 epochs": on OPS, p̂ holds 6% of the pixel change at 10 epochs, 54% at 20).
+    stage2_epochs: int = 0
     p_energy: float = 0.002  # perturbation-energy hinge max(mean p̂², p_energy)
     hinge_start: float = 1 / 6  # fraction of the epochs before the energy hinge switches on (official 10 of 60)
     perturbation_grid: str = ""  # if set, purify() writes the per-class perturbation estimates as a PNG here
@@ -124,6 +128,7 @@ class DVAEConfig(VAEConfig):
         super().validate()
         check(self.kappa1 >= 0 and self.kappa2 >= 0, f"kappa1 and kappa2 must be ≥ 0; got {self.kappa1}, {self.kappa2}")
         check(self.stages in (1, 2), f"stages must be 1 or 2; got {self.stages}")
+        check(self.stage2_epochs >= 0, f"stage2_epochs must be ≥ 0 (0 = epochs); got {self.stage2_epochs}")
         check(self.p_energy >= 0, f"p_energy must be ≥ 0; got {self.p_energy}")
         check(0 <= self.hinge_start <= 1, f"hinge_start must be in [0, 1]; got {self.hinge_start}")
 
@@ -339,7 +344,7 @@ class _VAEPurifier(Purifier):
     def _kappa(self, stage: int) -> float:
         raise NotImplementedError
 
-    def _p_energy(self, stage: int, epoch: int) -> float | None:
+    def _p_energy(self, stage: int, epoch: int, epochs: int) -> float | None:
         return None
 
     def _n_stages(self) -> int:
@@ -371,10 +376,16 @@ class _VAEPurifier(Purifier):
         shared = {k: v for k, v in self.config.fingerprint_dict().items() if k not in skip}
         return str(derive_seed(self.name, json.dumps(shared, sort_keys=True), self._data_fp(ds)))
 
+    def _epochs(self, stage: int) -> int:
+        """Training epochs of stage ``stage`` (every stage trains ``epochs`` unless a subclass says otherwise)."""
+        return self.config.epochs
+
     def _stage_fp(self, run_fp: str, stage: int) -> str:
         fp = f"{run_fp}/1"
         for k in range(2, stage + 1):
             own = {f: getattr(self.config, f) for f in self.later_stage_fields.get(k, ())}
+            if self._epochs(k) != self.config.epochs:  # only then: a stage trained ``epochs`` keeps its old key
+                own["epochs"] = self._epochs(k)
             fp = str(derive_seed(fp, k, json.dumps(own, sort_keys=True)))
         return fp
 
@@ -413,10 +424,11 @@ class _VAEPurifier(Purifier):
         bs = min(cfg.batch_size, n)
         steps = n // bs  # drop_last, as the official loader
         kappa = self._kappa(stage)
-        bar = _bar(cfg.progress, steps * cfg.epochs, start * steps, f"{self.name} stage {stage}")
+        epochs = self._epochs(stage)
+        bar = _bar(cfg.progress, steps * epochs, start * steps, f"{self.name} stage {stage}")
         model.train()
         try:
-            for epoch in range(start, cfg.epochs):
+            for epoch in range(start, epochs):
                 if budget[0] is not None:
                     if budget[0] <= 0:
                         return None
@@ -424,10 +436,10 @@ class _VAEPurifier(Purifier):
                 t0 = time.perf_counter()
                 g = torch_generator(self.name, "train", cfg.seed, stage, epoch)
                 perm = torch.randperm(n, generator=g).to(dev)
-                lr = cosine_lr(cfg.lr, epoch, cfg.epochs)
+                lr = cosine_lr(cfg.lr, epoch, epochs)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                p_energy = self._p_energy(stage, epoch)
+                p_energy = self._p_energy(stage, epoch, epochs)
                 sums: dict[str, torch.Tensor] = {}
                 for s in range(steps):
                     idx = perm[s * bs:(s + 1) * bs]
@@ -453,7 +465,7 @@ class _VAEPurifier(Purifier):
             if bar is not None:
                 bar.close()
         model.eval()
-        self.stage_info[stage] = {"kappa": kappa, "epochs": cfg.epochs, "final": history[-1] if history else {},
+        self.stage_info[stage] = {"kappa": kappa, "epochs": epochs, "final": history[-1] if history else {},
                                   "train_seconds": round(sum(h["seconds"] for h in history), 2),
                                   "resumed_from_epoch": start}
         return model
@@ -611,7 +623,8 @@ class DVAEPurifier(_VAEPurifier):
     # changes no training, only the stage outputs: so it is stage 2's field (it trains on stage 1's output), and
     # switching latent=sample/mean retrains stage 2 only.
     later_stage_fields = {2: ("kappa2", "latent", "eval_batch_size")}
-    no_stage_fields = ("stages",)
+    # stage2_epochs enters stage 2's key through _epochs (as the effective count), so 0 and ``epochs`` share a key
+    no_stage_fields = ("stages", "stage2_epochs")
 
     def _build(self, stage: int, ds: ImageDataset) -> RateVAE:
         h, w, c = ds.image_shape
@@ -623,9 +636,13 @@ class DVAEPurifier(_VAEPurifier):
     def _n_stages(self) -> int:
         return self.config.stages
 
-    def _p_energy(self, stage: int, epoch: int) -> float | None:
+    def _epochs(self, stage: int) -> int:
         cfg = self.config
-        return cfg.p_energy if epoch >= math.floor(cfg.hinge_start * cfg.epochs + 1e-9) else None
+        return cfg.stage2_epochs if stage == 2 and cfg.stage2_epochs else cfg.epochs
+
+    def _p_energy(self, stage: int, epoch: int, epochs: int) -> float | None:
+        cfg = self.config
+        return cfg.p_energy if epoch >= math.floor(cfg.hinge_start * epochs + 1e-9) else None
 
     def _stage_output(self, stage: int, model: RateVAE, x: torch.Tensor, y: torch.Tensor,
                       noise: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
