@@ -172,6 +172,29 @@ def test_latent_mode_is_a_purification_setting_that_retrains_stage_2_only(tmp_pa
                           .fit_purify(ds).images)
 
 
+def test_stage2_epochs_trains_stage_2_apart_and_keys_it_by_the_effective_count(tmp_path):
+    """stage2_epochs=2 with epochs=1: stage 1 trains one epoch, stage 2 two on its own cosine schedule (its second
+    epoch at half the lr). stage2_epochs=0 and =epochs are one setting (one checkpoint, reused); another count is
+    another stage-2 file beside it."""
+    ds = _synthetic(n=32, k=4)
+    ck = str(tmp_path / "ck")
+    longer = create_purifier("dvae", **TINY, epochs=1, stage2_epochs=2, checkpoint_dir=ck)
+    longer.fit(ds)
+    assert longer.stage_info[1]["epochs"] == 1 and longer.stage_info[2]["epochs"] == 2
+    assert longer.stage_info[2]["final"]["epoch"] == 2
+    assert longer.stage_info[2]["final"]["lr"] == pytest.approx(longer.config.lr / 2)
+    same = create_purifier("dvae", **TINY, epochs=1, stage2_epochs=0, checkpoint_dir=ck)
+    same.fit(ds)
+    assert same.stage_info[1]["resumed_from_epoch"] == 1 and same.stage_info[2]["resumed_from_epoch"] == 0
+    assert same.stage_info[2]["epochs"] == 1
+    explicit = create_purifier("dvae", **TINY, epochs=1, stage2_epochs=1, checkpoint_dir=ck)
+    explicit.fit(ds)
+    assert explicit.stage_info[2]["resumed_from_epoch"] == 1  # the stage2_epochs=0 run's file
+    assert len(list((tmp_path / "ck").glob("stage2-*.safetensors"))) == 2
+    with pytest.raises(UnpoisonError, match="stage2_epochs"):
+        create_purifier("dvae", **TINY, stage2_epochs=-1)
+
+
 def test_learns_the_classwise_perturbation():
     """The weaker-but-real end-to-end check (see the module note): on images with a hidden class-wise pattern, the
     per-class mean p̂ correlates with the true pattern, and removing it brings the images closer to the clean ones."""
