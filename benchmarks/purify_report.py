@@ -50,24 +50,31 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
     return (defended - poisoned) / (clean - poisoned)
 
 
+def _setting(cfg: dict) -> dict:
+    epochs = int(cfg["epochs"])
+    return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs,
+            "stage2_epochs": int(cfg.get("stage2_epochs") or epochs)}  # the effective count (0 = epochs)
+
+
 def dvae_defaults() -> dict:
-    """The current default κ₂ and latent mode, in the shape of :func:`dvae_setting`."""
-    cfg = DVAEConfig()
-    return {"kappa2": float(cfg.kappa2), "latent": cfg.latent}
+    """The current defaults that the table's D-VAE column is held to (κ₂, latent mode, each stage's epochs), in the
+    shape of :func:`dvae_setting`."""
+    return _setting(DVAEConfig().to_dict())
 
 
 def dvae_setting(entry: dict) -> dict:
-    """κ₂ and the latent mode a D-VAE entry ran with: its recorded config, else its overrides over the defaults of
-    the time (runs from before the config was recorded used κ₂ = 3.0 and the sampled latent)."""
-    cfg = {"kappa2": 3.0, "latent": "sample", **entry.get("params", {}), **entry.get("config", {})}
-    return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"]}
+    """The setting a D-VAE entry ran with: its recorded config, else its overrides over the defaults of the time
+    (runs from before the config was recorded used κ₂ = 3.0, the sampled latent and 10 epochs per stage; runs from
+    before stage2_epochs existed trained both stages ``epochs``)."""
+    return _setting({"kappa2": 3.0, "latent": "sample", "epochs": 10, **entry.get("params", {}),
+                     **entry.get("config", {})})
 
 
 def dvae_default_run(attack: str) -> dict:
-    """The D-VAE run of ``attack`` at the current defaults of κ₂ and the latent mode: the untagged run if it used
-    them, else a tagged run (``--tag k2_K`` …) that did; {} if none was measured."""
+    """The D-VAE run of ``attack`` at the current defaults: the untagged run if it used them, else a tagged run
+    (``--tag k2_K`` …) that did; {} if none was measured."""
     want = dvae_defaults()
-    for f in [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_k2_*.json"))]:
+    for f in [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_*.json"))]:
         d = _load(f)
         e = d.get("entries", {}).get("dvae", {})
         if e.get("done") and dvae_setting(e) == want:
@@ -129,7 +136,8 @@ def efficacy_table(method: str, label: str) -> str:
     want = dvae_defaults()
     return (head + "\n".join(lines) + f"\n\nAverage recovery of {label}: **{avg}**. "
             f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**. The D-VAE column holds the runs at "
-            f"the current defaults (κ₂ = {want['kappa2']:g}, latent = {want['latent']}); runs at other "
+            f"the current defaults (κ₂ = {want['kappa2']:g}, latent = {want['latent']}, {want['epochs']}/"
+            f"{want['stage2_epochs']} epochs for stages 1/2); runs at other "
             "settings are in docs/dvae.md.\n")
 
 
@@ -250,10 +258,11 @@ def _measured_on(path: Path) -> str:
 
 
 def dvae_kappa2_table() -> str:
-    """Stage 2's rate κ₂: every D-VAE run of an attack that has a ``--set kappa2=K --tag k2_K`` run, by κ₂, with the
-    day it was measured (rows compare only within one day's machine: see the cross-machine spread in docs/dvae.md)."""
+    """Every D-VAE run (both stages) of an attack that has a tagged run (``--tag k2_K``, ``--tag e20_10`` …), by
+    setting (κ₂, latent, epochs of stages 1/2), with the day it was measured (rows compare only within one day's
+    machine: see the cross-machine spread in docs/dvae.md)."""
     lines = []
-    tagged = sorted(RES.glob("dvae_*_dvae_k2_*.json"))
+    tagged = sorted(RES.glob("dvae_*_dvae_*.json"))
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
         rows = []
         for f in [RES / f"dvae_{a}_dvae.json", *[t for t in tagged if t.stem.split("_")[1] == a]]:
@@ -262,17 +271,18 @@ def dvae_kappa2_table() -> str:
                 continue
             setting = dvae_setting(e)
             k2, latent = setting["kappa2"], setting["latent"]
+            ep = (setting["epochs"], setting["stage2_epochs"])
             st2 = e.get("stages", {}).get("2", {})
             left = e.get("fidelity", {}).get("poison_retained")
             day = _measured_on(f)
-            rows.append((k2, latent, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | "
-                         f"{day} | {k2:g} | {latent} | {_pct(e['test_acc'])} | "
+            rows.append((k2, latent, ep, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | "
+                         f"{day} | {k2:g} | {latent} | {ep[0]}/{ep[1]} | {_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
                          f"{'—' if left is None else f'{left:.3f}'} |"))
         lines += [r[-1] for r in sorted(rows, key=lambda r: r[:-1])]
-    head = ("| attack | run | measured | κ₂ | latent | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | "
-            "poison left |\n|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| attack | run | measured | κ₂ | latent | epochs (stage 1/2) | D-VAE accuracy | stage-2 x̂ PSNR (dB) | "
+            "stage-2 final KL | poison left |\n|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "\n".join(lines) + "\n"
 
 
