@@ -58,6 +58,7 @@ def test_purify_preset_is_applied_under_config_and_set(capsys, tmp_path, small_n
     assert code == 0, err
     params = json.loads(o)["params"]
     assert params["kappa2"] == 3.0 and params["width"] == 8 and params["epochs"] == 1
+    assert params["stage2_epochs"] == 0  # the paper trains both stages the same epochs, whatever the CPU default
     for name, preset in (("dvae", "nope"), ("jpeg", "paper")):
         bad = tmp_path / f"{name}-{preset}.npz"
         code, _, err = run(capsys, "purify", name, "--data", str(small_npz), "--out", str(bad), "--preset", preset)

@@ -121,8 +121,8 @@ class DVAEConfig(VAEConfig):
     hinge_start: float = 1 / 6  # fraction of the epochs before the energy hinge switches on (official 10 of 60)
     perturbation_grid: str = ""  # if set, purify() writes the per-class perturbation estimates as a PNG here
 
-    PRESETS = {"paper": {**_PAPER_ARCH, "kappa1": 1.0, "kappa2": 3.0, "latent": "sample", "stages": 2,
-                         "p_energy": 0.002}}
+    PRESETS = {"paper": {**_PAPER_ARCH, "stage2_epochs": 0, "kappa1": 1.0, "kappa2": 3.0, "latent": "sample",
+                         "stages": 2, "p_energy": 0.002}}
 
     def validate(self) -> None:
         super().validate()
