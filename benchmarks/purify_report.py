@@ -195,6 +195,37 @@ def dvae_cost_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def dvae_epochs_table() -> str:
+    """Stage epochs at the default κ₂ and latent: per attack, each D-VAE run by its stage-1/stage-2 epochs, with
+    recovery (against the row's undefended accuracy and clean reference), δ left, stage 1's p̂ and training time."""
+    _, rows = collect()
+    want = dvae_defaults()
+    lines = []
+    for a in ATTACKS + ["clean"]:
+        runs = {}
+        for f in [RES / f"dvae_{a}_dvae.json", *sorted(RES.glob(f"dvae_{a}_dvae_*.json"))]:
+            e = _load(f).get("entries", {}).get("dvae", {})
+            s = dvae_setting(e) if e.get("done") else {}
+            if s and (s["kappa2"], s["latent"]) == (want["kappa2"], want["latent"]):
+                runs.setdefault((s["epochs"], s["stage2_epochs"]), (f.stem, e))  # the first file per setting
+        if len(runs) < 2:  # nothing to compare
+            continue
+        r = rows[a]
+        for (e1, e2), (stem, e) in sorted(runs.items()):
+            acc, st1 = e["test_acc"], e.get("stages", {}).get("1", {})
+            rec = None if a == "clean" else _ratio(acc, r["none"], r["clean_ref"])
+            left = e.get("fidelity", {}).get("poison_retained")
+            lines.append(f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {stem} | {e1}/{e2} | "
+                         f"{_pct(acc)} | {'—' if rec is None else f'{rec:.3f}'} | "
+                         f"{'—' if left is None else f'{left:.3f}'} | "
+                         f"{e.get('fidelity', {}).get('psnr_purified', float('nan')):.2f} | "
+                         f"{st1.get('output', {}).get('p_rms', float('nan')):.4f} | "
+                         f"{st1.get('train_seconds', float('nan')):.0f} |")
+    head = ("| attack | run | epochs (stage 1/2) | D-VAE accuracy | recovery | poison left | PSNR purified (dB) | "
+            "stage-1 per-class p̂ RMS | stage-1 training (s) |\n|---|---|---|---|---|---|---|---|---|\n")
+    return head + "\n".join(lines) + "\n"
+
+
 def kappa_table() -> str:
     """The κ sweep(s): final KL per latent position against κ, and PSNR of x̂."""
     lines = []
@@ -306,6 +337,7 @@ def main() -> None:
     replace_block(dv, "kappa", kappa_table())
     replace_block(dv, "fidelity", dvae_fidelity_table())
     replace_block(dv, "kappa2", dvae_kappa2_table())
+    replace_block(dv, "epochs", dvae_epochs_table())
     print(ecl, dv)
 
 
