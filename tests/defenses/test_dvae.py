@@ -172,24 +172,25 @@ def test_latent_mode_is_a_purification_setting_that_retrains_stage_2_only(tmp_pa
                           .fit_purify(ds).images)
 
 
-def test_stage2_epochs_trains_stage_2_apart_and_keys_it_by_the_effective_count(tmp_path):
-    """stage2_epochs=2 with epochs=1: stage 1 trains one epoch, stage 2 two on its own cosine schedule (its second
-    epoch at half the lr). stage2_epochs=0 and =epochs are one setting (one checkpoint, reused); another count is
-    another stage-2 file beside it."""
+def test_stage2_epochs_caps_stage_2_and_keys_it_by_the_effective_count(tmp_path):
+    """stage2_epochs=2 with epochs=3: stage 1 trains three epochs, stage 2 two on its own cosine schedule (its second
+    epoch at half the lr, not the 3-epoch schedule's 3/4). A cap at or above ``epochs`` is no cap: 0, 3 and 5 are one
+    setting (one checkpoint, reused), and the 2-epoch stage 2 is another file beside it."""
     ds = _synthetic(n=32, k=4)
     ck = str(tmp_path / "ck")
-    longer = create_purifier("dvae", **TINY, epochs=1, stage2_epochs=2, checkpoint_dir=ck)
-    longer.fit(ds)
-    assert longer.stage_info[1]["epochs"] == 1 and longer.stage_info[2]["epochs"] == 2
-    assert longer.stage_info[2]["final"]["epoch"] == 2
-    assert longer.stage_info[2]["final"]["lr"] == pytest.approx(longer.config.lr / 2)
-    same = create_purifier("dvae", **TINY, epochs=1, stage2_epochs=0, checkpoint_dir=ck)
+    capped = create_purifier("dvae", **TINY, epochs=3, stage2_epochs=2, checkpoint_dir=ck)
+    capped.fit(ds)
+    assert capped.stage_info[1]["epochs"] == 3 and capped.stage_info[2]["epochs"] == 2
+    assert capped.stage_info[2]["final"]["epoch"] == 2
+    assert capped.stage_info[2]["final"]["lr"] == pytest.approx(capped.config.lr / 2)
+    same = create_purifier("dvae", **TINY, epochs=3, stage2_epochs=0, checkpoint_dir=ck)
     same.fit(ds)
-    assert same.stage_info[1]["resumed_from_epoch"] == 1 and same.stage_info[2]["resumed_from_epoch"] == 0
-    assert same.stage_info[2]["epochs"] == 1
-    explicit = create_purifier("dvae", **TINY, epochs=1, stage2_epochs=1, checkpoint_dir=ck)
-    explicit.fit(ds)
-    assert explicit.stage_info[2]["resumed_from_epoch"] == 1  # the stage2_epochs=0 run's file
+    assert same.stage_info[1]["resumed_from_epoch"] == 3 and same.stage_info[2]["resumed_from_epoch"] == 0
+    assert same.stage_info[2]["epochs"] == 3
+    for cap in (3, 5):
+        above = create_purifier("dvae", **TINY, epochs=3, stage2_epochs=cap, checkpoint_dir=ck)
+        above.fit(ds)
+        assert above.stage_info[2]["resumed_from_epoch"] == 3  # the stage2_epochs=0 run's file
     assert len(list((tmp_path / "ck").glob("stage2-*.safetensors"))) == 2
     with pytest.raises(UnpoisonError, match="stage2_epochs"):
         create_purifier("dvae", **TINY, stage2_epochs=-1)

@@ -113,9 +113,10 @@ class DVAEConfig(VAEConfig):
     # learn through.
     latent: Literal["sample", "mean"] = "mean"
     stages: int = 2  # 1 = stage-1 only (ablation): output x₁ = clamp(x − p̂)
-    # Stage 2's epochs when they differ from stage 1's (0 = ``epochs``). Stage 1 must learn a per-class shortcut as
-    # p̂ before stage 2 can drop it, and at CPU widths it needs more epochs for that than stage 2 needs to reconstruct
-    # (docs/dvae.md, "Stage-1 epochs": on OPS, p̂ holds 6% of the pixel change at 10 epochs, 54% at 20).
+    # The most epochs stage 2 trains: it trains min(epochs, stage2_epochs) (0 = no cap, both stages ``epochs``).
+    # Stage 1 must learn a per-class shortcut as p̂ before stage 2 can drop it, and at CPU widths it needs more
+    # epochs for that than stage 2 needs to reconstruct (docs/dvae.md, "Stage-1 epochs": on OPS, p̂ holds 6% of the
+    # pixel change at 10 epochs, 54% at 20). A cap, not a count, so a short run (epochs=3) stays 3/3.
     stage2_epochs: int = 0
     p_energy: float = 0.002  # perturbation-energy hinge max(mean p̂², p_energy)
     hinge_start: float = 1 / 6  # fraction of the epochs before the energy hinge switches on (official 10 of 60)
@@ -128,7 +129,7 @@ class DVAEConfig(VAEConfig):
         super().validate()
         check(self.kappa1 >= 0 and self.kappa2 >= 0, f"kappa1 and kappa2 must be ≥ 0; got {self.kappa1}, {self.kappa2}")
         check(self.stages in (1, 2), f"stages must be 1 or 2; got {self.stages}")
-        check(self.stage2_epochs >= 0, f"stage2_epochs must be ≥ 0 (0 = epochs); got {self.stage2_epochs}")
+        check(self.stage2_epochs >= 0, f"stage2_epochs must be ≥ 0 (0 = no cap); got {self.stage2_epochs}")
         check(self.p_energy >= 0, f"p_energy must be ≥ 0; got {self.p_energy}")
         check(0 <= self.hinge_start <= 1, f"hinge_start must be in [0, 1]; got {self.hinge_start}")
 
@@ -638,7 +639,7 @@ class DVAEPurifier(_VAEPurifier):
 
     def _epochs(self, stage: int) -> int:
         cfg = self.config
-        return cfg.stage2_epochs if stage == 2 and cfg.stage2_epochs else cfg.epochs
+        return min(cfg.epochs, cfg.stage2_epochs) if stage == 2 and cfg.stage2_epochs else cfg.epochs
 
     def _p_energy(self, stage: int, epoch: int, epochs: int) -> float | None:
         cfg = self.config
