@@ -53,7 +53,8 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
 def _setting(cfg: dict) -> dict:
     epochs = int(cfg["epochs"])
     return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs,
-            "stage2_epochs": int(cfg.get("stage2_epochs") or epochs)}  # the effective count (0 = epochs)
+            # stage 2's effective epochs, as DVAEPurifier._epochs counts them (stage2_epochs caps; 0 = no cap)
+            "stage2_epochs": min(epochs, int(cfg.get("stage2_epochs") or epochs))}
 
 
 def dvae_defaults() -> dict:
