@@ -137,6 +137,10 @@ class DVAEConfig(VAEConfig):
         check(self.p_energy >= 0, f"p_energy must be ≥ 0; got {self.p_energy}")
         check(0 <= self.hinge_start <= 1, f"hinge_start must be in [0, 1]; got {self.hinge_start}")
 
+    def stage_epochs(self, stage: int) -> int:
+        """Epochs stage ``stage`` trains: ``epochs``, stage 2 capped at ``stage2_epochs`` (0 = no cap)."""
+        return min(self.epochs, self.stage2_epochs) if stage == 2 and self.stage2_epochs else self.epochs
+
 
 # --------------------------------------------------------------------------------------------------------------------
 # Network
@@ -349,7 +353,7 @@ class _VAEPurifier(Purifier):
     def _kappa(self, stage: int) -> float:
         raise NotImplementedError
 
-    def _p_energy(self, stage: int, epoch: int, epochs: int) -> float | None:
+    def _p_energy(self, stage: int, epoch: int) -> float | None:
         return None
 
     def _n_stages(self) -> int:
@@ -444,7 +448,7 @@ class _VAEPurifier(Purifier):
                 lr = cosine_lr(cfg.lr, epoch, epochs)
                 for group in opt.param_groups:
                     group["lr"] = lr
-                p_energy = self._p_energy(stage, epoch, epochs)
+                p_energy = self._p_energy(stage, epoch)
                 sums: dict[str, torch.Tensor] = {}
                 for s in range(steps):
                     idx = perm[s * bs:(s + 1) * bs]
@@ -642,12 +646,11 @@ class DVAEPurifier(_VAEPurifier):
         return self.config.stages
 
     def _epochs(self, stage: int) -> int:
-        cfg = self.config
-        return min(cfg.epochs, cfg.stage2_epochs) if stage == 2 and cfg.stage2_epochs else cfg.epochs
+        return self.config.stage_epochs(stage)
 
-    def _p_energy(self, stage: int, epoch: int, epochs: int) -> float | None:
-        cfg = self.config
-        return cfg.p_energy if epoch >= math.floor(cfg.hinge_start * epochs + 1e-9) else None
+    def _p_energy(self, stage: int, epoch: int) -> float | None:
+        cfg = self.config  # the hinge switches on after hinge_start of this stage's own epochs
+        return cfg.p_energy if epoch >= math.floor(cfg.hinge_start * self._epochs(stage) + 1e-9) else None
 
     def _stage_output(self, stage: int, model: RateVAE, x: torch.Tensor, y: torch.Tensor,
                       noise: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
