@@ -51,10 +51,14 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
 
 
 def _setting(cfg: dict) -> dict:
-    epochs = int(cfg["epochs"])
-    return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs,
-            # stage 2's effective epochs, as DVAEPurifier._epochs counts them (stage2_epochs caps; 0 = no cap)
-            "stage2_epochs": min(epochs, int(cfg.get("stage2_epochs") or epochs))}
+    epochs = DVAEConfig(epochs=int(cfg["epochs"]), stage2_epochs=int(cfg.get("stage2_epochs", 0)))
+    return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs.stage_epochs(1),
+            "stage2_epochs": epochs.stage_epochs(2)}  # stage 2's effective epochs, as the purifier counts them
+
+
+def _dvae_run_files(attack: str) -> list[Path]:
+    """The D-VAE (both stages) result files of ``attack``: the untagged run first, then the tagged ones by name."""
+    return [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_*.json"))]
 
 
 def dvae_defaults() -> dict:
@@ -75,7 +79,7 @@ def dvae_default_run(attack: str) -> dict:
     """The D-VAE run of ``attack`` at the current defaults: the untagged run if it used them, else a tagged run
     (``--tag k2_K`` …) that did; {} if none was measured."""
     want = dvae_defaults()
-    for f in [RES / f"dvae_{attack}_dvae.json", *sorted(RES.glob(f"dvae_{attack}_dvae_*.json"))]:
+    for f in _dvae_run_files(attack):
         d = _load(f)
         e = d.get("entries", {}).get("dvae", {})
         if e.get("done") and dvae_setting(e) == want:
@@ -204,7 +208,7 @@ def dvae_epochs_table() -> str:
     lines = []
     for a in ATTACKS + ["clean"]:
         runs = {}
-        for f in [RES / f"dvae_{a}_dvae.json", *sorted(RES.glob(f"dvae_{a}_dvae_*.json"))]:
+        for f in _dvae_run_files(a):
             e = _load(f).get("entries", {}).get("dvae", {})
             s = dvae_setting(e) if e.get("done") else {}
             if s and (s["kappa2"], s["latent"]) == (want["kappa2"], want["latent"]):
@@ -297,7 +301,7 @@ def dvae_kappa2_table() -> str:
     tagged = sorted(RES.glob("dvae_*_dvae_*.json"))
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
         rows = []
-        for f in [RES / f"dvae_{a}_dvae.json", *[t for t in tagged if t.stem.split("_")[1] == a]]:
+        for f in _dvae_run_files(a):
             e = _load(f).get("entries", {}).get("dvae", {})
             if not e.get("done"):
                 continue
