@@ -143,7 +143,7 @@ def efficacy_table(method: str, label: str) -> str:
             f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**. The D-VAE column holds the runs at "
             f"the current defaults (κ₂ = {want['kappa2']:g}, latent = {want['latent']}, {want['epochs']}/"
             f"{want['stage2_epochs']} epochs for stages 1/2); runs at other "
-            "settings are in docs/dvae.md.\n")
+            "settings are in docs/dvae.md, sections \"Stage-1 epochs\" and \"Stage 2's rate κ₂\".\n")
 
 
 def ablation_table() -> str:
