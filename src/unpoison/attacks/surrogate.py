@@ -24,6 +24,7 @@ from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.models import create_model
 from unpoison.training.augment import random_crop, random_flip
 from unpoison.utils.device import select_device
+from unpoison.utils.progress import Bar
 from unpoison.utils.seed import derive_seed, torch_generator
 
 # Config fields that change how a generation runs but not what it produces: left out of the cache key.
@@ -155,38 +156,6 @@ def sample_batch(n: int, size: int, *parts: Any) -> torch.Tensor:
     """A seeded random mini-batch of indices (with replacement across calls), derived from ``parts``."""
     g = torch_generator(*parts)
     return torch.randperm(n, generator=g)[:min(size, n)]
-
-
-class Bar:
-    """A rich progress bar that does nothing when disabled."""
-
-    def __init__(self, enabled: bool, total: int, description: str, done: int = 0) -> None:
-        self._p = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False)
-        self._task = self._p.add_task(description, total=total, completed=done, info="")
-        self._p.start()
-
-    def update(self, n: int = 1, info: str = "", description: str | None = None) -> None:
-        if self._p is not None:
-            kw: dict[str, Any] = {"advance": n, "info": info}
-            if description is not None:
-                kw["description"] = description
-            self._p.update(self._task, **kw)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-    def __enter__(self) -> "Bar":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def choose_indices(n: int, rate: float, tag: str, seed: int) -> np.ndarray:

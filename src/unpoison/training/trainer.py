@@ -29,6 +29,7 @@ from unpoison.training.evaluate import evaluate_accuracy
 from unpoison.training.transforms import BatchTransform, resolve_train_transform
 from unpoison.utils.device import autocast_dtype, precision_name, select_device
 from unpoison.utils.io import atomic_path
+from unpoison.utils.progress import Bar
 from unpoison.utils.seed import derive_seed, torch_generator
 
 
@@ -214,7 +215,7 @@ class Trainer:
         scaler = torch.amp.GradScaler(dev.type) if amp_dtype == torch.float16 else None
         crit = self.loss_fn or (lambda out, y: F.cross_entropy(out, y, label_smoothing=cfg.label_smoothing))
         t_start = time.perf_counter()
-        bar = _progress(self.progress, total, start * steps_per_epoch)
+        bar = Bar(self.progress, total, f"epoch {start + 1}", done=start * steps_per_epoch)
         model.train()
         for epoch in range(start, cfg.epochs):
             if stop_after is not None and epoch >= stop_after:
@@ -254,8 +255,9 @@ class Trainer:
                 loss_sum += loss.detach() * len(yb)
                 correct += (out.detach().argmax(1) == yb).sum()
                 seen += len(yb)
-                if bar is not None:  # reading the loss syncs a GPU: refresh it every 10 steps only
-                    bar.update(1, epoch=epoch + 1, **({"loss": loss.item()} if s % 10 == 0 else {}))
+                # reading the loss syncs a GPU: refresh it every 10 steps only, and only for a bar that shows
+                bar.update(1, info=f"loss {loss.item():.3f}" if bar.enabled and s % 10 == 0 else None,
+                           description=f"epoch {epoch + 1}")
             secs = time.perf_counter() - t0
             log = EpochLog(epoch + 1, float(loss_sum) / seen, float(correct) / seen, lr, round(secs, 3),
                            round(seen / secs, 1))
@@ -269,34 +271,13 @@ class Trainer:
                 self.on_epoch(log)
             if self.checkpoint is not None:
                 self._save(model, opt, epoch + 1, history, fp)
-        if bar is not None:
-            bar.close()
+        bar.close()
         model.eval()
         done = history[-1].epoch == cfg.epochs if history else False
         return TrainResult(model=model, config=cfg.to_dict(), seed=seed, history=history,
                            seconds=time.perf_counter() - t_start,
                            test_acc=history[-1].test_acc if done else None, resumed_from_epoch=start,
                            precision=precision_name(amp_dtype))
-
-
-class _Bar:
-    def __init__(self, total: int, done: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), transient=False)
-        self._task = self._p.add_task("train", total=total, completed=done, epoch=0, loss=float("nan"))
-        self._p.start()
-
-    def update(self, n: int, **fields: Any) -> None:
-        self._p.update(self._task, advance=n, **fields)
-
-    def close(self) -> None:
-        self._p.stop()
-
-
-def _progress(enabled: bool, total: int, done: int) -> _Bar | None:
-    return _Bar(total, done) if enabled else None
 
 
 def train_on(ds: ImageDataset, config: TrainConfig | None = None, *, test: ImageDataset | None = None, seed: int = 0,

@@ -27,11 +27,12 @@ import torch.nn.functional as F
 
 from unpoison.attacks.base import Attack, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
-from unpoison.attacks.surrogate import (RUN_FIELDS, Bar, SurrogateConfig, augment, batches, build_surrogate,
+from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, augment, batches, build_surrogate,
                                         check_budget, finish_generation, linf_pgd, load_surrogate_state, make_optimizer,
                                         open_generation, quantise, sample_batch, surrogate_state, to_float)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
+from unpoison.utils.progress import Bar
 from unpoison.utils.seed import torch_generator
 
 

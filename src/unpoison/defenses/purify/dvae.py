@@ -44,6 +44,7 @@ from unpoison.errors import UnpoisonError
 from unpoison.metrics import psnr_from_mse
 from unpoison.utils.device import select_device
 from unpoison.utils.io import atomic_path, read_run_checkpoint, write_json_atomic
+from unpoison.utils.progress import Bar
 from unpoison.utils.seed import derive_seed, torch_generator
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -434,7 +435,7 @@ class _VAEPurifier(Purifier):
         steps = n // bs  # drop_last, as the official loader
         kappa = self._kappa(stage)
         epochs = self._epochs(stage)
-        bar = _bar(cfg.progress, steps * epochs, start * steps, f"{self.name} stage {stage}")
+        bar = Bar(cfg.progress, steps * epochs, f"{self.name} stage {stage}", done=start * steps)
         model.train()
         try:
             for epoch in range(start, epochs):
@@ -463,16 +464,15 @@ class _VAEPurifier(Purifier):
                     opt.step()
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0) + v
-                    if bar is not None:
-                        bar.update(1, epoch=epoch + 1, **({"loss": float(loss.detach())} if s % 10 == 0 else {}))
+                    bar.update(1, info=f"loss {float(loss.detach()):.4f}" if bar.enabled and s % 10 == 0 else None,
+                               description=f"{self.name} stage {stage} · epoch {epoch + 1}")
                 log = {k: round(float(v) / steps, 6) for k, v in sums.items()}
                 log |= {"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
                 history.append(log)
                 if path is not None:
                     _save_stage(path, model, opt, {"epoch": epoch + 1, "fingerprint": fp, "history": history})
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
         model.eval()
         self.stage_info[stage] = {"kappa": kappa, "epochs": epochs, "final": history[-1] if history else {},
                                   "train_seconds": round(sum(h["seconds"] for h in history), 2),
@@ -490,7 +490,7 @@ class _VAEPurifier(Purifier):
         out_u8 = torch.empty_like(x_u8, device="cpu")
         g = torch_generator(self.name, "purify", cfg.seed, stage)
         se, kl_sum, p_sum, p_cnt = 0.0, 0.0, None, torch.zeros(num_classes, dtype=torch.float64)
-        bar = _bar(cfg.progress, n, 0, f"{self.name} purify {stage}")
+        bar = Bar(cfg.progress, n, f"{self.name} purify {stage}")
         for s in range(0, n, cfg.eval_batch_size):
             xb = x_u8[s:s + cfg.eval_batch_size].to(dev).float().div_(255.0)
             yb = y[s:s + cfg.eval_batch_size].to(dev)
@@ -505,10 +505,8 @@ class _VAEPurifier(Purifier):
                 p_sum = torch.zeros(num_classes, *pc.shape[1:], dtype=torch.float64) if p_sum is None else p_sum
                 p_sum.index_add_(0, yb.cpu(), pc)
                 p_cnt += torch.bincount(yb.cpu(), minlength=num_classes).double()
-            if bar is not None:
-                bar.update(len(xb), epoch=stage)
-        if bar is not None:
-            bar.close()
+            bar.update(len(xb))
+        bar.close()
         stats = {"psnr_xhat": round(psnr_from_mse(se / n), 3), "kl": round(kl_sum / n, 4)}
         if p_sum is not None:
             means = (p_sum / p_cnt.clamp(min=1).view(-1, 1, 1, 1)).float().numpy()
@@ -594,28 +592,6 @@ class _VAEPurifier(Purifier):
 
     def _after_purify(self) -> None:
         pass
-
-
-class _Bar:
-    """A rich progress bar (the trainer's style)."""
-
-    def __init__(self, total: int, done: int, what: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn(what + " · {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]:.4f}"), TimeRemainingColumn(), transient=False)
-        self._task = self._p.add_task(what, total=total, completed=done, epoch=0, loss=float("nan"))
-        self._p.start()
-
-    def update(self, n: int, **fields: Any) -> None:
-        self._p.update(self._task, advance=n, **fields)
-
-    def close(self) -> None:
-        self._p.stop()
-
-
-def _bar(enabled: bool, total: int, done: int, what: str) -> _Bar | None:
-    return _Bar(total, done, what) if enabled else None
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from unpoison.models.diffusion import (EMA, UNET_PRESETS, DiffusionUNet, Gaussia
 from unpoison.training.transforms import TRAIN_TRANSFORMS
 from unpoison.utils.device import autocast_dtype, precision_name, select_device
 from unpoison.utils.io import atomic_path, read_run_checkpoint, write_json_atomic
+from unpoison.utils.progress import Bar
 from unpoison.utils.seed import derive_seed, numpy_rng, torch_generator
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -212,27 +213,6 @@ def _load_state(ckpt: Path, model: DiffusionUNet, ema: EMA, opt: torch.optim.Opt
     return state
 
 
-class _Bar:
-    def __init__(self, enabled: bool, total: int, done: int, desc: str) -> None:
-        self._p = None
-        if not enabled:
-            return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self._p = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                           TimeRemainingColumn(), transient=False)
-        self._task = self._p.add_task(desc, total=total, completed=done, info="")
-        self._p.start()
-
-    def update(self, n: int, info: str = "") -> None:
-        if self._p is not None:
-            self._p.update(self._task, advance=n, info=info)
-
-    def close(self) -> None:
-        if self._p is not None:
-            self._p.stop()
-
-
 # --------------------------------------------------------------------------------------------------------------------
 # The purifier
 # --------------------------------------------------------------------------------------------------------------------
@@ -320,7 +300,7 @@ class EclipsePurifier(Purifier):
         bs = min(cfg.batch_size, n_aug)
         per_epoch = n_aug // bs  # drop_last
         t_hi = cfg.train_t_max or cfg.diffusion_steps
-        bar = _Bar(cfg.progress, cfg.train_steps, start, f"{self.name}: diffusion")
+        bar = Bar(cfg.progress, cfg.train_steps, f"{self.name}: diffusion", done=start)
         amp = autocast_dtype(cfg.amp, dev)
         model_fn = autocast_model(model, amp)
         model.train()
@@ -347,7 +327,7 @@ class EclipsePurifier(Purifier):
                 for k in ("loss", "mse", "vb"):
                     acc[k] += float(losses[k].detach().mean())
                 acc["n"] += 1
-                bar.update(1, f"loss {float(loss.detach()):.4f}")
+                bar.update(1, info=f"loss {float(loss.detach()):.4f}" if bar.enabled else None)
                 done = step + 1
                 if done % cfg.checkpoint_every == 0 or done == cfg.train_steps:
                     self.history.append({"step": done, **{k: acc[k] / acc["n"] for k in ("loss", "mse", "vb")}})
@@ -388,7 +368,7 @@ class EclipsePurifier(Purifier):
         model_fn = autocast_model(self.model, amp)
         out = np.empty_like(ds.images)
         n, bs = len(ds), cfg.purify_batch_size
-        bar = _Bar(cfg.progress, n, 0, f"{self.name}: purify")
+        bar = Bar(cfg.progress, n, f"{self.name}: purify")
         t0 = time.perf_counter()
         try:
             for s in range(0, n, bs):
