@@ -221,6 +221,7 @@ class Trainer:
             if stop_after is not None and epoch >= stop_after:
                 break
             t0 = time.perf_counter()
+            bar.update(0, description=f"epoch {epoch + 1}")
             g = torch_generator("epoch", seed, epoch)
             perm = torch.randperm(n, generator=g).to(dev)
             loss_sum = torch.zeros((), device=dev)
@@ -256,8 +257,7 @@ class Trainer:
                 correct += (out.detach().argmax(1) == yb).sum()
                 seen += len(yb)
                 # reading the loss syncs a GPU: refresh it every 10 steps only, and only for a bar that shows
-                bar.update(1, info=f"loss {loss.item():.3f}" if bar.enabled and s % 10 == 0 else None,
-                           description=f"epoch {epoch + 1}")
+                bar.update(1, info=f"loss {loss.item():.3f}" if bar.enabled and s % 10 == 0 else None)
             secs = time.perf_counter() - t0
             log = EpochLog(epoch + 1, float(loss_sum) / seen, float(correct) / seen, lr, round(secs, 3),
                            round(seen / secs, 1))

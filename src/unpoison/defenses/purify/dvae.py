@@ -450,6 +450,7 @@ class _VAEPurifier(Purifier):
                 for group in opt.param_groups:
                     group["lr"] = lr
                 p_energy = self._p_energy(stage, epoch)
+                bar.update(0, description=f"{self.name} stage {stage} · epoch {epoch + 1}")
                 sums: dict[str, torch.Tensor] = {}
                 for s in range(steps):
                     idx = perm[s * bs:(s + 1) * bs]
@@ -464,8 +465,7 @@ class _VAEPurifier(Purifier):
                     opt.step()
                     for k, v in parts.items():
                         sums[k] = sums.get(k, 0) + v
-                    bar.update(1, info=f"loss {float(loss.detach()):.4f}" if bar.enabled and s % 10 == 0 else None,
-                               description=f"{self.name} stage {stage} · epoch {epoch + 1}")
+                    bar.update(1, info=f"loss {float(loss.detach()):.4f}" if bar.enabled and s % 10 == 0 else None)
                 log = {k: round(float(v) / steps, 6) for k, v in sums.items()}
                 log |= {"epoch": epoch + 1, "lr": lr, "seconds": round(time.perf_counter() - t0, 3)}
                 history.append(log)
