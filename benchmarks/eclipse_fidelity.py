@@ -40,6 +40,7 @@ MODELS: dict[str, dict] = {
     "cpu_all_t": {"train_t_max": 0},  # trained on all 4000 timesteps, as the paper
     "cpu_3200": {"train_steps": 3200},  # 4x longer training
     "small": {"unet": "small"},  # the 'small' UNet preset, same 800 steps
+    "cpu_t400": {"train_t_max": 400},  # trained on timesteps < 400, so it can purify from a larger t*
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "cpu": ("cpu", {}),  # 10 respaced ancestral steps (the cpu default)
@@ -48,6 +49,10 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "cpu_all_t": ("cpu_all_t", {}),
     "cpu_3200": ("cpu_3200", {}),
     "small": ("small", {}),
+    # a larger t* (more noise, sigma ~ 11/255 at 200 and 21/255 at 400 on [0, 1]) for the small denoiser
+    "t100_m400": ("cpu_t400", {"t_star": 100}),  # what the wider training range alone costs at the paper's t*
+    "t200": ("cpu_t400", {"t_star": 200}),
+    "t400": ("cpu_t400", {"t_star": 400}),
 }
 
 
