@@ -217,61 +217,63 @@ class Trainer:
         t_start = time.perf_counter()
         bar = Bar(self.progress, total, f"epoch {start + 1}", done=start * steps_per_epoch)
         model.train()
-        for epoch in range(start, cfg.epochs):
-            if stop_after is not None and epoch >= stop_after:
-                break
-            t0 = time.perf_counter()
-            bar.update(0, description=f"epoch {epoch + 1}")
-            g = torch_generator("epoch", seed, epoch)
-            perm = torch.randperm(n, generator=g).to(dev)
-            loss_sum = torch.zeros((), device=dev)
-            correct = torch.zeros((), device=dev, dtype=torch.long)
-            seen = 0
-            for s in range(steps_per_epoch):
-                idx = perm[s * bs:(s + 1) * bs]
-                xb, yb = x_all[idx], y_all[idx]
-                if cfg.crop_pad:
-                    xb = random_crop(xb, cfg.crop_pad, g, cfg.pad_mode)
-                if cfg.flip:
-                    xb = random_flip(xb, g)
-                xb = xb.float().div_(255.0)
-                if self.batch_transform is not None:
-                    xb = self.batch_transform(xb, g)
-                if cfg.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                lr = lr_at(epoch * steps_per_epoch + s, total, cfg)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    out = model(xb)
-                    loss = crit(out, yb)
-                opt.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(opt)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
-                loss_sum += loss.detach() * len(yb)
-                correct += (out.detach().argmax(1) == yb).sum()
-                seen += len(yb)
-                # reading the loss syncs a GPU: refresh it every 10 steps only, and only for a bar that shows
-                bar.update(1, info=f"loss {loss.item():.3f}" if bar.enabled and s % 10 == 0 else None)
-            secs = time.perf_counter() - t0
-            log = EpochLog(epoch + 1, float(loss_sum) / seen, float(correct) / seen, lr, round(secs, 3),
-                           round(seen / secs, 1))
-            last = epoch + 1 == cfg.epochs
-            if test is not None and (last or (eval_every and (epoch + 1) % eval_every == 0)):
-                log.test_acc = evaluate_accuracy(model, test, batch_size=cfg.eval_batch_size, tta_flip=cfg.tta_flip,
-                                                 channels_last=cfg.channels_last)
-                model.train()
-            history.append(log)
-            if self.on_epoch is not None:
-                self.on_epoch(log)
-            if self.checkpoint is not None:
-                self._save(model, opt, epoch + 1, history, fp)
-        bar.close()
+        try:
+            for epoch in range(start, cfg.epochs):
+                if stop_after is not None and epoch >= stop_after:
+                    break
+                t0 = time.perf_counter()
+                bar.update(0, description=f"epoch {epoch + 1}")
+                g = torch_generator("epoch", seed, epoch)
+                perm = torch.randperm(n, generator=g).to(dev)
+                loss_sum = torch.zeros((), device=dev)
+                correct = torch.zeros((), device=dev, dtype=torch.long)
+                seen = 0
+                for s in range(steps_per_epoch):
+                    idx = perm[s * bs:(s + 1) * bs]
+                    xb, yb = x_all[idx], y_all[idx]
+                    if cfg.crop_pad:
+                        xb = random_crop(xb, cfg.crop_pad, g, cfg.pad_mode)
+                    if cfg.flip:
+                        xb = random_flip(xb, g)
+                    xb = xb.float().div_(255.0)
+                    if self.batch_transform is not None:
+                        xb = self.batch_transform(xb, g)
+                    if cfg.channels_last:
+                        xb = xb.contiguous(memory_format=torch.channels_last)
+                    lr = lr_at(epoch * steps_per_epoch + s, total, cfg)
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                    with torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        out = model(xb)
+                        loss = crit(out, yb)
+                    opt.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
+                    loss_sum += loss.detach() * len(yb)
+                    correct += (out.detach().argmax(1) == yb).sum()
+                    seen += len(yb)
+                    # reading the loss syncs a GPU: refresh it every 10 steps only, and only for a bar that shows
+                    bar.update(1, info=f"loss {loss.item():.3f}" if bar.enabled and s % 10 == 0 else None)
+                secs = time.perf_counter() - t0
+                log = EpochLog(epoch + 1, float(loss_sum) / seen, float(correct) / seen, lr, round(secs, 3),
+                               round(seen / secs, 1))
+                last = epoch + 1 == cfg.epochs
+                if test is not None and (last or (eval_every and (epoch + 1) % eval_every == 0)):
+                    log.test_acc = evaluate_accuracy(model, test, batch_size=cfg.eval_batch_size, tta_flip=cfg.tta_flip,
+                                                     channels_last=cfg.channels_last)
+                    model.train()
+                history.append(log)
+                if self.on_epoch is not None:
+                    self.on_epoch(log)
+                if self.checkpoint is not None:
+                    self._save(model, opt, epoch + 1, history, fp)
+        finally:
+            bar.close()
         model.eval()
         done = history[-1].epoch == cfg.epochs if history else False
         return TrainResult(model=model, config=cfg.to_dict(), seed=seed, history=history,

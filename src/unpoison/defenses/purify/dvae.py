@@ -491,22 +491,24 @@ class _VAEPurifier(Purifier):
         g = torch_generator(self.name, "purify", cfg.seed, stage)
         se, kl_sum, p_sum, p_cnt = 0.0, 0.0, None, torch.zeros(num_classes, dtype=torch.float64)
         bar = Bar(cfg.progress, n, f"{self.name} purify {stage}")
-        for s in range(0, n, cfg.eval_batch_size):
-            xb = x_u8[s:s + cfg.eval_batch_size].to(dev).float().div_(255.0)
-            yb = y[s:s + cfg.eval_batch_size].to(dev)
-            noise = (lambda shape: _noise(shape, g, dev)) if cfg.latent == "sample" else None
-            res, fwd = self._stage_output(stage, model, xb, yb, noise)
-            res = res.clamp(0, 1)
-            out_u8[s:s + len(xb)] = (res * 255).round().to(torch.uint8).cpu()
-            se += float(F.mse_loss(fwd["xhat"], xb, reduction="sum")) / xb[0].numel()
-            kl_sum += float(gaussian_kl(fwd["mu"], fwd["logvar"])) * len(xb)
-            if "p" in fwd:
-                pc = fwd["p"].double().cpu()
-                p_sum = torch.zeros(num_classes, *pc.shape[1:], dtype=torch.float64) if p_sum is None else p_sum
-                p_sum.index_add_(0, yb.cpu(), pc)
-                p_cnt += torch.bincount(yb.cpu(), minlength=num_classes).double()
-            bar.update(len(xb))
-        bar.close()
+        try:
+            for s in range(0, n, cfg.eval_batch_size):
+                xb = x_u8[s:s + cfg.eval_batch_size].to(dev).float().div_(255.0)
+                yb = y[s:s + cfg.eval_batch_size].to(dev)
+                noise = (lambda shape: _noise(shape, g, dev)) if cfg.latent == "sample" else None
+                res, fwd = self._stage_output(stage, model, xb, yb, noise)
+                res = res.clamp(0, 1)
+                out_u8[s:s + len(xb)] = (res * 255).round().to(torch.uint8).cpu()
+                se += float(F.mse_loss(fwd["xhat"], xb, reduction="sum")) / xb[0].numel()
+                kl_sum += float(gaussian_kl(fwd["mu"], fwd["logvar"])) * len(xb)
+                if "p" in fwd:
+                    pc = fwd["p"].double().cpu()
+                    p_sum = torch.zeros(num_classes, *pc.shape[1:], dtype=torch.float64) if p_sum is None else p_sum
+                    p_sum.index_add_(0, yb.cpu(), pc)
+                    p_cnt += torch.bincount(yb.cpu(), minlength=num_classes).double()
+                bar.update(len(xb))
+        finally:
+            bar.close()
         stats = {"psnr_xhat": round(psnr_from_mse(se / n), 3), "kl": round(kl_sum / n, 4)}
         if p_sum is not None:
             means = (p_sum / p_cnt.clamp(min=1).view(-1, 1, 1, 1)).float().numpy()
