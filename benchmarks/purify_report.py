@@ -102,7 +102,10 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
             "none": _acc(ecl, "none") if _acc(ecl, "none") is not None else av.get("test_acc"),
             "jpeg": _acc(ecl, "jpeg"), "grayscale": _acc(ecl, "grayscale"),
             "eclipse": _acc(ecl, "A+B+C"), "A": _acc(ecl, "A"), "A+gray": _acc(ecl, "A+gray"),
-            "A+noise": _acc(ecl, "A+noise"), "B+C": _acc(ecl, "B+C"), "avatar": _acc(ecl, "avatar"),
+            "A+noise": _acc(ecl, "A+noise"), "B+C": _acc(ecl, "B+C"),
+            # the AVATAR-style baseline: the untagged run's entry, else its own run (``--modes avatar --tag avatar``)
+            "avatar": _acc(ecl, "avatar") if _acc(ecl, "avatar") is not None
+            else _acc(_load(RES / f"eclipse_{a}_avatar.json").get("entries", {}), "avatar"),
             "dvae": _acc(dv, "dvae"),
             "stage1": _acc(_load(RES / f"dvae_{a}_stage1.json").get("entries", {}), "stage1"),
             "rcvae": _acc(_load(RES / f"dvae_{a}_rcvae.json").get("entries", {}), "rcvae"),
@@ -148,11 +151,11 @@ def efficacy_table(method: str, label: str) -> str:
 
 def ablation_table() -> str:
     clean, rows = collect()
-    head = ("| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | B+C (no diffusion) | A+B+C (ECLIPSE) |"
-            "\n|---|---|---|---|---|---|---|\n")
+    head = ("| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | B+C (no diffusion) | A+B+C (ECLIPSE) "
+            "| AVATAR-style (A on 20,000 clean images) |\n|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['A'])} | {_pct(r['A+gray'])} | {_pct(r['A+noise'])} | "
-             f"{_pct(r['B+C'])} | {_pct(r['eclipse'])} |" for a, r in rows.items()
-             if a != "clean" and any(r[k] is not None for k in ("A", "A+gray", "A+noise", "B+C"))]
+             f"{_pct(r['B+C'])} | {_pct(r['eclipse'])} | {_pct(r['avatar'])} |" for a, r in rows.items()
+             if a != "clean" and any(r[k] is not None for k in ("A", "A+gray", "A+noise", "B+C", "avatar"))]
     return head + "\n".join(lines) + "\n"
 
 
@@ -265,6 +268,39 @@ def fidelity_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def tstar_table() -> str:
+    """ECLIPSE efficacy at larger t* (``eclipse_<attack>_t<N>.json``, tagged runs of eclipse_bench.py), beside the
+    t* = 100 default of the untagged run. Accuracy of A+B+C (and of A alone where measured), in %."""
+    found: dict[str, dict[int, dict]] = {}
+    for f in sorted(RES.glob("eclipse_*_t[0-9]*.json")):
+        m = re.fullmatch(r"eclipse_(\w+?)_t(\d+)", f.stem)
+        ent = _load(f).get("entries", {})
+        e = ent.get("A+B+C") or ent.get("A") or {}
+        if not m or not e.get("done"):
+            continue
+        t_star = int((e.get("config") or {}).get("t_star", m.group(2)))
+        found.setdefault(m.group(1), {})[t_star] = ent
+    if not found:
+        return "Not measured yet.\n"
+    ts = sorted({t for by_t in found.values() for t in by_t})
+    clean, rows = collect()
+    head = ("| attack | no defense | t* = 100 (default) | " + " | ".join(f"t* = {t}" for t in ts)
+            + " |\n|---|---|---|" + "---|" * len(ts) + "\n")
+    lines = []
+    for a in [*ATTACKS, "clean"]:
+        if a not in found:
+            continue
+        r = rows[a]
+        cells = []
+        for t in ts:
+            ent = found[a].get(t, {})
+            abc, only_a = _acc(ent, "A+B+C"), _acc(ent, "A")
+            cells.append(_pct(abc) + (f" (A: {_pct(only_a)})" if only_a is not None else ""))
+        base = _pct(r["eclipse"]) + (f" (A: {_pct(r['A'])})" if r["A"] is not None else "")
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | {base} | " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
 def dvae_fidelity_table() -> str:
     """dvae_bench.py entries that recorded ``fidelity``: the share of δ left in the output, PSNRs vs the clean images."""
     lines = []
@@ -336,6 +372,7 @@ def main() -> None:
     replace_block(ecl, "ablation", ablation_table())
     replace_block(ecl, "cost", cost_table())
     replace_block(ecl, "fidelity", fidelity_table())
+    replace_block(ecl, "tstar", tstar_table())
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", dvae_cost_table())
