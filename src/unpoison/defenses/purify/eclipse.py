@@ -162,6 +162,10 @@ class EclipseConfig(Config):
         check(self.vlb_weight >= 0, f"vlb_weight must be ≥ 0; got {self.vlb_weight}")
         check(0 <= self.train_t_max <= self.diffusion_steps,
               f"train_t_max must be in [0, diffusion_steps={self.diffusion_steps}] (0 = all); got {self.train_t_max}")
+        # fail before training, not after it: purification starts at t*, which the model must have been trained on
+        check(bool(self.model_path) or self.train_t_max == 0 or self.t_star <= self.train_t_max,
+              f"t_star={self.t_star} is above train_t_max={self.train_t_max}: the model would never see the timesteps "
+              "purification starts from; set train_t_max ≥ t_star (0 = all)")
         check(0.0 <= self.gray_p <= 1.0, f"gray_p must be in [0, 1]; got {self.gray_p}")
         check(self.noise_std >= 0, f"noise_std must be ≥ 0; got {self.noise_std}")
         check(self.purify_batch_size >= 1, f"purify_batch_size must be ≥ 1; got {self.purify_batch_size}")
