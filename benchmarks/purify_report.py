@@ -287,18 +287,30 @@ def tstar_table() -> str:
     head = ("| attack | no defense | t* = 100 (default) | " + " | ".join(f"t* = {t}" for t in ts)
             + " |\n|---|---|---|" + "---|" * len(ts) + "\n")
     lines = []
+    ratios: dict[int, list[tuple[float, float]]] = {t: [] for t in ts}  # (recovery at t*=100, at t) per attack
+
+    def cell(abc: float | None, only_a: float | None, rr: float | None) -> str:
+        return (_pct(abc) + (f" (A: {_pct(only_a)})" if only_a is not None else "")
+                + (f", recovery {rr:.3f}" if rr is not None else ""))
+
     for a in [*ATTACKS, "clean"]:
         if a not in found:
             continue
         r = rows[a]
+        base_rr = _ratio(r["eclipse"], r["none"], r["clean_ref"]) if a != "clean" else None
         cells = []
         for t in ts:
             ent = found[a].get(t, {})
-            abc, only_a = _acc(ent, "A+B+C"), _acc(ent, "A")
-            cells.append(_pct(abc) + (f" (A: {_pct(only_a)})" if only_a is not None else ""))
-        base = _pct(r["eclipse"]) + (f" (A: {_pct(r['A'])})" if r["A"] is not None else "")
-        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | {base} | " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+            abc = _acc(ent, "A+B+C")
+            rr = _ratio(abc, r["none"], r["clean_ref"]) if a != "clean" else None
+            if rr is not None and base_rr is not None:
+                ratios[t].append((base_rr, rr))
+            cells.append(cell(abc, _acc(ent, "A"), rr))
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | {cell(r['eclipse'], r['A'], base_rr)} | "
+                     + " | ".join(cells) + " |")
+    notes = [f"Over the {len(v)} attack(s) measured at t* = {t}: average recovery **{statistics.mean(b for b, _ in v):.3f} "
+             f"at t* = 100 → {statistics.mean(x for _, x in v):.3f} at t* = {t}**." for t, v in ratios.items() if v]
+    return head + "\n".join(lines) + "\n\n" + " ".join(notes) + ("\n" if notes else "")
 
 
 def dvae_fidelity_table() -> str:
