@@ -6,6 +6,10 @@
     python benchmarks/eclipse_bench.py --attack lsp --modes avatar                   # AVATAR-style baseline
     python benchmarks/eclipse_bench.py --attack lsp --set sampler=ancestral --set steps=0 --tag anc   # a variant
 
+The untagged result files hold t* = 100 runs (the default until 2026-12-04; ``--set t_star=100 --set
+train_t_max=100`` resumes them); the runs at the current defaults are tagged ``t200``. A run refuses to resume over
+entries or a purified set made with another setting (t*, sampler, model …).
+
 Modes: ``none`` trains on the poisoned set; ``A`` on the purified set without compensation; ``A+gray`` / ``A+noise``
 with only random grayscale (p) / only Gaussian noise (σ); ``A+B+C`` with both (ECLIPSE); ``avatar`` fits the
 AVATAR-style purifier (more clean data, no compensation); ``B+C`` trains on the poisoned set with the compensation
@@ -40,6 +44,17 @@ from unpoison.training import train_on  # noqa: E402
 
 SQUEEZE = ("jpeg", "grayscale", "bdr")  # baselines the paper compares against (ISS)
 COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
+# what decides a purified set: a resumed run must not mix entries made under other values (e.g. an older default t*)
+SETTING = ("t_star", "train_t_max", "sampler", "steps", "unet", "train_steps", "batch_size", "lr", "ema_decay",
+           "sparse_fraction", "sparse_size", "copies", "diffusion_steps")
+
+
+def check_same_setting(recorded: dict, current: dict, where: str) -> None:
+    """Exit if ``recorded`` (a config saved with earlier results) differs from ``current`` on :data:`SETTING`."""
+    diff = [f"{k}={recorded[k]} (now {current[k]})" for k in SETTING
+            if k in recorded and k in current and recorded[k] != current[k]]
+    if diff:
+        raise SystemExit(f"{where} was made with {', '.join(diff)}: rerun with --fresh or another --tag")
 
 
 def main() -> None:
@@ -54,6 +69,17 @@ def main() -> None:
 
     name, ckroot, path, result = resume_run("eclipse_bench", f"eclipse_{args.attack}", args, attack=args.attack,
                                             data=args.data, test=args.test, seed=args.seed)
+    overrides = parse_overrides(args.sets)
+
+    def current(method: str) -> dict:  # the resolved config this run asks of ``method``
+        from unpoison.defenses import PURIFIERS
+
+        return build_config(PURIFIERS.get(method).config_class, overrides=overrides).to_dict()
+
+    for mode, entry in result["entries"].items():  # earlier entries of this run: same setting, or stop here
+        if entry.get("config"):
+            check_same_setting(entry["config"], current("avatar" if mode == "avatar" else "eclipse"),
+                               f"{path.name} entry {mode!r}")
 
     pool, clean_pool = profile_split(load(args.data), "cpu")
     pool, test = subsets(pool, load(args.test), args)
@@ -68,14 +94,15 @@ def main() -> None:
     result["sizes"] = {"poisoned": len(pds), "clean_pool": len(clean_pool), "test": len(test)}
     tcfg = train_config(args)
     result["train_config"] = tcfg.to_dict()
-    overrides = parse_overrides(args.sets)
 
     def purified(method: str) -> tuple:  # (dataset, fit/purify record), cached on disk per method
         folder = ckroot / method
         out_path = folder / "purified.npz"
         rec_path = folder / "purify.json"
         if out_path.exists() and rec_path.exists():
-            return load_dataset(out_path), json.loads(rec_path.read_text())
+            rec = json.loads(rec_path.read_text())
+            check_same_setting(rec.get("config", {}), current(method), str(out_path))
+            return load_dataset(out_path), rec
         p = create_purifier(method, **overrides, seed=args.seed, checkpoint_dir=str(folder / "ckpt"), progress=True)
         t1 = time.perf_counter()
         p.fit(pds, clean_pool)

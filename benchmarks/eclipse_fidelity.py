@@ -36,19 +36,20 @@ from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
 
 # variant → (model it needs, that model's training overrides, purification overrides)
 MODELS: dict[str, dict] = {
-    "cpu": {},  # the default: cpu UNet, 800 steps, timesteps < 100
+    # the rows of 2026-12-02/03 ran the then-default model (t < 100) and t* = 100; pinned so reruns repeat them
+    "cpu": {"train_t_max": 100},  # cpu UNet, 800 steps, timesteps < 100
     "cpu_all_t": {"train_t_max": 0},  # trained on all 4000 timesteps, as the paper
-    "cpu_3200": {"train_steps": 3200},  # 4x longer training
-    "small": {"unet": "small"},  # the 'small' UNet preset, same 800 steps
+    "cpu_3200": {"train_steps": 3200, "train_t_max": 100},  # 4x longer training
+    "small": {"unet": "small", "train_t_max": 100},  # the 'small' UNet preset, same 800 steps
     "cpu_t400": {"train_t_max": 400},  # trained on timesteps < 400, so it can purify from a larger t*
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "cpu": ("cpu", {}),  # 10 respaced ancestral steps (the cpu default)
-    "cpu_ancestral100": ("cpu", {"sampler": "ancestral", "steps": 0}),  # the paper's sampler
-    "cpu_ddim10": ("cpu", {"sampler": "ddim", "steps": 10}),
-    "cpu_all_t": ("cpu_all_t", {}),
-    "cpu_3200": ("cpu_3200", {}),
-    "small": ("small", {}),
+    "cpu": ("cpu", {"t_star": 100}),  # 10 respaced ancestral steps (the cpu default sampler)
+    "cpu_ancestral100": ("cpu", {"t_star": 100, "sampler": "ancestral", "steps": 0}),  # the paper's sampler
+    "cpu_ddim10": ("cpu", {"t_star": 100, "sampler": "ddim", "steps": 10}),
+    "cpu_all_t": ("cpu_all_t", {"t_star": 100}),
+    "cpu_3200": ("cpu_3200", {"t_star": 100}),
+    "small": ("small", {"t_star": 100}),
     # a larger t* (more noise, sigma ~ 11/255 at 200 and 21/255 at 400 on [0, 1]) for the small denoiser
     "t100_m400": ("cpu_t400", {"t_star": 100}),  # what the wider training range alone costs at the paper's t*
     "t200": ("cpu_t400", {"t_star": 200}),

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 RES = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "src"))  # the default κ₂ and latent mode come from the package
 from unpoison.defenses.purify.dvae import DVAEConfig  # noqa: E402
+from unpoison.defenses.purify.eclipse import EclipseConfig  # noqa: E402
 ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem", "sep"]
 MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
 
@@ -87,6 +88,29 @@ def dvae_default_run(attack: str) -> dict:
     return {}
 
 
+ECLIPSE_KEYS = ("t_star", "train_t_max", "sampler", "steps", "unet", "train_steps", "gray_p", "noise_std")
+# the defaults until 2026-12-04, which runs that predate a recorded key used
+ECLIPSE_OLD = {"t_star": 100, "train_t_max": 100, "sampler": "respaced", "steps": 10, "unet": "cpu", "train_steps": 800,
+               "gray_p": 0.4, "noise_std": 0.05}
+
+
+def eclipse_setting(cfg: dict) -> dict:
+    """The ECLIPSE setting (what decides the purified set) of a recorded config."""
+    return {k: cfg.get(k, ECLIPSE_OLD[k]) for k in ECLIPSE_KEYS}
+
+
+def eclipse_default_run(attack: str) -> dict:
+    """The ECLIPSE run of ``attack`` whose A+B+C entry used the current defaults: the untagged run if it did, else a
+    tagged one (``--tag t200`` …); {} if none was measured."""
+    want = eclipse_setting(EclipseConfig().to_dict())
+    for f in [RES / f"eclipse_{attack}.json", *sorted(RES.glob(f"eclipse_{attack}_*.json"))]:
+        d = _load(f)
+        e = d.get("entries", {}).get("A+B+C", {})
+        if e.get("done") and eclipse_setting(e.get("config") or {}) == want:
+            return d | {"file": f.stem}
+    return {}
+
+
 @functools.cache  # every table reads the same files; read them once
 def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
     clean = _load(RES / "attacks" / "clean.json").get("test_acc")  # fp32 (session of 2026-11-24)
@@ -94,14 +118,16 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
     clean_bf16 = _acc(_load(RES / "eclipse_clean_bf16ref.json").get("entries", {}), "none")
     rows: dict[str, dict[str, float | None]] = {}
     for a in ATTACKS + ["clean"]:
-        ecl = _load(RES / f"eclipse_{a}.json").get("entries", {})
+        ecl = _load(RES / f"eclipse_{a}.json").get("entries", {})  # the t* = 100 runs: baselines and ablations
+        ecl_def = eclipse_default_run(a).get("entries", {})
         dv = dvae_default_run(a).get("entries", {})
         av = _load(RES / "attacks" / f"{a}.json")
         row = {
             # undefended: the eclipse run's own 'none' entry, else the attack verification (same recipe and seed)
             "none": _acc(ecl, "none") if _acc(ecl, "none") is not None else av.get("test_acc"),
             "jpeg": _acc(ecl, "jpeg"), "grayscale": _acc(ecl, "grayscale"),
-            "eclipse": _acc(ecl, "A+B+C"), "A": _acc(ecl, "A"), "A+gray": _acc(ecl, "A+gray"),
+            "eclipse": _acc(ecl_def, "A+B+C"), "eclipse_t100": _acc(ecl, "A+B+C"),
+            "A": _acc(ecl, "A"), "A+gray": _acc(ecl, "A+gray"),
             "A+noise": _acc(ecl, "A+noise"), "B+C": _acc(ecl, "B+C"),
             # the AVATAR-style baseline: the untagged run's entry, else its own run (``--modes avatar --tag avatar``)
             "avatar": _acc(ecl, "avatar") if _acc(ecl, "avatar") is not None
@@ -113,7 +139,8 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
         if a == "clean":
             row["none"] = clean
         # entries written before precision was recorded ran in fp32 (amp=auto was CUDA-only then)
-        row["precision"] = "/".join(sorted({e.get("precision", "fp32") for e in [*ecl.values(), *dv.values()]
+        row["precision"] = "/".join(sorted({e.get("precision", "fp32") for e in [*ecl.values(), *dv.values(),
+                                                                                  *ecl_def.values()]
                                             if e.get("done")} or {"fp32"}))
         row["clean_ref"] = clean_bf16 if row["precision"] == "bf16" and clean_bf16 is not None else clean
         rows[a] = row
@@ -151,10 +178,10 @@ def efficacy_table(method: str, label: str) -> str:
 
 def ablation_table() -> str:
     clean, rows = collect()
-    head = ("| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | B+C (no diffusion) | A+B+C (ECLIPSE) "
+    head = ("| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | B+C (no diffusion) | A+B+C (ECLIPSE, t* = 100) "
             "| AVATAR-style (A on 20,000 clean images) |\n|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['A'])} | {_pct(r['A+gray'])} | {_pct(r['A+noise'])} | "
-             f"{_pct(r['B+C'])} | {_pct(r['eclipse'])} | {_pct(r['avatar'])} |" for a, r in rows.items()
+             f"{_pct(r['B+C'])} | {_pct(r['eclipse_t100'])} | {_pct(r['avatar'])} |" for a, r in rows.items()
              if a != "clean" and any(r[k] is not None for k in ("A", "A+gray", "A+noise", "B+C", "avatar"))]
     return head + "\n".join(lines) + "\n"
 
@@ -270,7 +297,7 @@ def fidelity_table() -> str:
 
 def tstar_table() -> str:
     """ECLIPSE efficacy at larger t* (``eclipse_<attack>_t<N>.json``, tagged runs of eclipse_bench.py), beside the
-    t* = 100 default of the untagged run. Accuracy of A+B+C (and of A alone where measured), in %."""
+    paper's t* = 100 of the untagged run. The column of the current default t* says so. Accuracy of A+B+C (and of A alone where measured), in %."""
     found: dict[str, dict[int, dict]] = {}
     for f in sorted(RES.glob("eclipse_*_t[0-9]*.json")):
         m = re.fullmatch(r"eclipse_(\w+?)_t(\d+)", f.stem)
@@ -284,7 +311,9 @@ def tstar_table() -> str:
         return "Not measured yet.\n"
     ts = sorted({t for by_t in found.values() for t in by_t})
     clean, rows = collect()
-    head = ("| attack | no defense | t* = 100 (default) | " + " | ".join(f"t* = {t}" for t in ts)
+    t_def = EclipseConfig().t_star
+    head = ("| attack | no defense | t* = 100 (paper) | "
+            + " | ".join(f"t* = {t}" + (" (default)" if t == t_def else "") for t in ts)
             + " |\n|---|---|---|" + "---|" * len(ts) + "\n")
     lines = []
     ratios: dict[int, list[tuple[float, float]]] = {t: [] for t in ts}  # (recovery at t*=100, at t) per attack
@@ -297,7 +326,7 @@ def tstar_table() -> str:
         if a not in found:
             continue
         r = rows[a]
-        base_rr = _ratio(r["eclipse"], r["none"], r["clean_ref"]) if a != "clean" else None
+        base_rr = _ratio(r["eclipse_t100"], r["none"], r["clean_ref"]) if a != "clean" else None
         cells = []
         for t in ts:
             ent = found[a].get(t, {})
@@ -306,8 +335,8 @@ def tstar_table() -> str:
             if rr is not None and base_rr is not None:
                 ratios[t].append((base_rr, rr))
             cells.append(cell(abc, _acc(ent, "A"), rr))
-        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | {cell(r['eclipse'], r['A'], base_rr)} | "
-                     + " | ".join(cells) + " |")
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | "
+                     f"{cell(r['eclipse_t100'], r['A'], base_rr)} | " + " | ".join(cells) + " |")
     notes = [f"Over the {len(v)} attack(s) measured at t* = {t}: average recovery **{statistics.mean(b for b, _ in v):.3f} "
              f"at t* = 100 → {statistics.mean(x for _, x in v):.3f} at t* = {t}**." for t, v in ratios.items() if v]
     return head + "\n".join(lines) + "\n\n" + " ".join(notes) + ("\n" if notes else "")

@@ -57,7 +57,7 @@ def test_config_presets_and_validation():
     avatar = AvatarConfig()
     assert avatar.compensation() is None and avatar.sparse_fraction == 1.0
     for bad in ({"sampler": "euler"}, {"t_star": 0}, {"t_star": 5000}, {"gray_p": 1.5}, {"unet": "huge"},
-                {"sampler": "ddim", "steps": 0}, {"t_star": 200}):  # t* above the default train_t_max=100
+                {"sampler": "ddim", "steps": 0}, {"t_star": 500}):  # t* above the default train_t_max=400
         with pytest.raises(UnpoisonError):
             EclipseConfig.from_dict(bad)
 

@@ -22,6 +22,9 @@ class AvatarConfig(EclipseConfig):
     copies: int = 0
     gray_p: float = 0.0
     noise_std: float = 0.0
+    # the baseline as measured (docs/eclipse.md): the paper's t* = 100, trained on the timesteps it visits
+    t_star: int = 100
+    train_t_max: int = 100
 
     PRESETS = {"paper": {**_PAPER, "sparse_fraction": 1.0, "copies": 0, "gray_p": 0.0, "noise_std": 0.0}}
 
