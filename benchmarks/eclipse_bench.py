@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_resume_options, add_run_options, resume_run, save, subsets,  # noqa: E402
-                    train_config)
+from common import (ECLIPSE_SETTING, add_resume_options, add_run_options, resume_run, save,  # noqa: E402
+                    subsets, train_config)
 
 from unpoison.config import build_config, parse_overrides  # noqa: E402
 from unpoison.data import load, load_dataset, profile_split, save_dataset  # noqa: E402
@@ -44,14 +44,12 @@ from unpoison.training import train_on  # noqa: E402
 
 SQUEEZE = ("jpeg", "grayscale", "bdr")  # baselines the paper compares against (ISS)
 COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
-# what decides a purified set: a resumed run must not mix entries made under other values (e.g. an older default t*)
-SETTING = ("t_star", "train_t_max", "sampler", "steps", "unet", "train_steps", "batch_size", "lr", "ema_decay",
-           "sparse_fraction", "sparse_size", "copies", "diffusion_steps")
 
 
 def check_same_setting(recorded: dict, current: dict, where: str) -> None:
-    """Exit if ``recorded`` (a config saved with earlier results) differs from ``current`` on :data:`SETTING`."""
-    diff = [f"{k}={recorded[k]} (now {current[k]})" for k in SETTING
+    """Exit if ``recorded`` (a config saved with earlier results) differs from ``current`` on ECLIPSE_SETTING: a
+    resumed run must not mix entries made under other values (e.g. an older default t*)."""
+    diff = [f"{k}={recorded[k]} (now {current[k]})" for k in ECLIPSE_SETTING
             if k in recorded and k in current and recorded[k] != current[k]]
     if diff:
         raise SystemExit(f"{where} was made with {', '.join(diff)}: rerun with --fresh or another --tag")

@@ -28,6 +28,9 @@ RES = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO / "src"))  # the default κ₂ and latent mode come from the package
 from unpoison.defenses.purify.dvae import DVAEConfig  # noqa: E402
 from unpoison.defenses.purify.eclipse import EclipseConfig  # noqa: E402
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from common import ECLIPSE_SETTING  # noqa: E402
 ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem", "sep"]
 MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
 
@@ -88,15 +91,14 @@ def dvae_default_run(attack: str) -> dict:
     return {}
 
 
-ECLIPSE_KEYS = ("t_star", "train_t_max", "sampler", "steps", "unet", "train_steps", "gray_p", "noise_std")
-# the defaults until 2026-12-04, which runs that predate a recorded key used
-ECLIPSE_OLD = {"t_star": 100, "train_t_max": 100, "sampler": "respaced", "steps": 10, "unet": "cpu", "train_steps": 800,
-               "gray_p": 0.4, "noise_std": 0.05}
+# the defaults until 2026-12-04 differed from today's in t* and train_t_max only; runs that predate a recorded key
+# used them
+ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100}
 
 
 def eclipse_setting(cfg: dict) -> dict:
     """The ECLIPSE setting (what decides the purified set) of a recorded config."""
-    return {k: cfg.get(k, ECLIPSE_OLD[k]) for k in ECLIPSE_KEYS}
+    return {k: cfg.get(k, ECLIPSE_OLD[k]) for k in ECLIPSE_SETTING}
 
 
 def eclipse_default_run(attack: str) -> dict:
@@ -178,8 +180,9 @@ def efficacy_table(method: str, label: str) -> str:
 
 def ablation_table() -> str:
     clean, rows = collect()
-    head = ("| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | B+C (no diffusion) | A+B+C (ECLIPSE, t* = 100) "
-            "| AVATAR-style (A on 20,000 clean images) |\n|---|---|---|---|---|---|---|---|\n")
+    head = ("| attack | none | A (diffusion only) | A + gray (B) | A + noise (C) | B+C (no diffusion) "
+            "| A+B+C (ECLIPSE, t* = 100) | AVATAR-style (A on 20,000 clean images) |\n"
+            "|---|---|---|---|---|---|---|---|\n")
     lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['A'])} | {_pct(r['A+gray'])} | {_pct(r['A+noise'])} | "
              f"{_pct(r['B+C'])} | {_pct(r['eclipse_t100'])} | {_pct(r['avatar'])} |" for a, r in rows.items()
              if a != "clean" and any(r[k] is not None for k in ("A", "A+gray", "A+noise", "B+C", "avatar"))]
@@ -297,7 +300,8 @@ def fidelity_table() -> str:
 
 def tstar_table() -> str:
     """ECLIPSE efficacy at larger t* (``eclipse_<attack>_t<N>.json``, tagged runs of eclipse_bench.py), beside the
-    paper's t* = 100 of the untagged run. The column of the current default t* says so. Accuracy of A+B+C (and of A alone where measured), in %."""
+    paper's t* = 100 of the untagged run; the column of the current default t* says so. Accuracy of A+B+C (and of A
+    alone where measured), in %."""
     found: dict[str, dict[int, dict]] = {}
     for f in sorted(RES.glob("eclipse_*_t[0-9]*.json")):
         m = re.fullmatch(r"eclipse_(\w+?)_t(\d+)", f.stem)
