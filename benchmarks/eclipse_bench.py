@@ -13,7 +13,7 @@ entries or a purified set made with another setting (t*, sampler, model …).
 Modes: ``none`` trains on the poisoned set; ``A`` on the purified set without compensation; ``A+gray`` / ``A+noise``
 with only random grayscale (p) / only Gaussian noise (σ); ``A+B+C`` with both (ECLIPSE); ``avatar`` fits the
 AVATAR-style purifier (more clean data, no compensation); ``B+C`` trains on the poisoned set with the compensation
-only (no diffusion); ``jpeg`` / ``grayscale`` / ``bdr`` are the squeezing baselines. The four A-modes share one diffusion model and one purified
+only (no diffusion); ``jpeg`` / ``grayscale`` / ``bdr`` are the squeezing baselines, ``despeckle`` the switching median filter alone. The four A-modes share one diffusion model and one purified
 set (the compensation is a training-time transform), so the fit + purify cost is paid once per attack and variant.
 ``--attack clean`` runs on the unpoisoned pool (ECLIPSE applied to clean data: its clean-data cost).
 
@@ -34,21 +34,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (ECLIPSE_SETTING, add_resume_options, add_run_options, resume_run, save,  # noqa: E402
-                    subsets, train_config)
+from common import (ECLIPSE_SETTING, ECLIPSE_SETTING_BEFORE, add_resume_options, add_run_options,  # noqa: E402
+                    resume_run, save, subsets, train_config)
 
 from unpoison.config import build_config, parse_overrides  # noqa: E402
 from unpoison.data import load, load_dataset, profile_split, save_dataset  # noqa: E402
 from unpoison.defenses import create_purifier  # noqa: E402
 from unpoison.training import train_on  # noqa: E402
 
-SQUEEZE = ("jpeg", "grayscale", "bdr")  # baselines the paper compares against (ISS)
+SQUEEZE = ("jpeg", "grayscale", "bdr", "despeckle")  # ISS's squeezing baselines and the despeckle filter
 COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
 
 
 def check_same_setting(recorded: dict, current: dict, where: str) -> None:
     """Exit if ``recorded`` (a config saved with earlier results) differs from ``current`` on ECLIPSE_SETTING: a
     resumed run must not mix entries made under other values (e.g. an older default t*)."""
+    recorded = ECLIPSE_SETTING_BEFORE | recorded
     diff = [f"{k}={recorded[k]} (now {current[k]})" for k in ECLIPSE_SETTING
             if k in recorded and k in current and recorded[k] != current[k]]
     if diff:

@@ -30,7 +30,7 @@ from unpoison.defenses.purify.dvae import DVAEConfig  # noqa: E402
 from unpoison.defenses.purify.eclipse import EclipseConfig  # noqa: E402
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-from common import ECLIPSE_SETTING  # noqa: E402
+from common import ECLIPSE_SETTING, ECLIPSE_SETTING_BEFORE  # noqa: E402
 ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem", "sep"]
 MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
 
@@ -93,7 +93,7 @@ def dvae_default_run(attack: str) -> dict:
 
 # the defaults until 2026-12-04 differed from today's in t* and train_t_max only; runs that predate a recorded key
 # used them
-ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100}
+ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100, **ECLIPSE_SETTING_BEFORE}
 
 
 def eclipse_setting(cfg: dict) -> dict:

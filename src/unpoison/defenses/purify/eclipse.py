@@ -40,6 +40,7 @@ import torch
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset
 from unpoison.defenses.base import Purifier, register_purifier
+from unpoison.defenses.purify.despeckle import despeckle_tensor
 from unpoison.errors import UnpoisonError
 from unpoison.models.diffusion import (EMA, UNET_PRESETS, DiffusionUNet, GaussianDiffusion, autocast_model, build_unet,
                                        count_params, load_diffusion, purify_batch, save_diffusion)
@@ -88,13 +89,13 @@ TRAIN_TRANSFORMS.register("eclipse_compensation", eclipse_compensation)
 # Config
 # --------------------------------------------------------------------------------------------------------------------
 # Fields that do not change the trained model (so a checkpoint stays valid when they change).
-_NOT_TRAINING = ("t_star", "sampler", "steps", "gray_p", "noise_std", "purify_batch_size", "model_path", "save_model",
+_NOT_TRAINING = ("t_star", "sampler", "steps", "despeckle", "gray_p", "noise_std", "purify_batch_size", "model_path", "save_model",
                  "checkpoint_dir", "checkpoint_every", "device", "progress")
 
 _PAPER = {"sparse_fraction": 0.04, "sparse_size": 0, "copies": 4, "t_star": 100, "sampler": "ancestral", "steps": 0,
           "diffusion_steps": 4000, "unet": "paper", "dropout": 0.0, "train_steps": 250_000, "batch_size": 128,
           "lr": 1e-4, "weight_decay": 0.0, "ema_decay": 0.9999, "vlb_weight": 0.001, "train_t_max": 0,
-          "gray_p": 0.4, "noise_std": 0.05}
+          "gray_p": 0.4, "noise_std": 0.05, "despeckle": 0.0}
 
 
 @dataclasses.dataclass
@@ -113,6 +114,9 @@ class EclipseConfig(Config):
     t_star: int = 200
     sampler: Literal["ancestral", "respaced", "ddim"] = "respaced"  # paper: ancestral, every step t*-1 … 0
     steps: int = 10  # reverse steps for respaced / ddim (ignored by ancestral)
+    # not in the paper: switching median filter before noising, threshold on the [0, 1] scale (0 = off); removes
+    # OPS's one-pixel shortcut, which no useful t* can (defenses/purify/despeckle.py, docs/eclipse.md "Despeckle")
+    despeckle: float = 0.0
     # diffusion model
     diffusion_steps: int = 4000  # T of the cosine schedule
     unet: str = "cpu"  # UNet preset: paper (52.5M) | small | cpu | tiny
@@ -157,6 +161,7 @@ class EclipseConfig(Config):
         check(1 <= self.t_star <= self.diffusion_steps,
               f"t_star must be in [1, diffusion_steps={self.diffusion_steps}]; got {self.t_star}")
         check(self.steps >= 0, f"steps must be ≥ 0; got {self.steps}")
+        check(0.0 <= self.despeckle < 1.0, f"despeckle must be in [0, 1) (0 = off); got {self.despeckle}")
         check(self.sampler == "ancestral" or self.steps >= 1, f"sampler {self.sampler} needs steps ≥ 1")
         check(self.unet in UNET_PRESETS, f"unet must be one of {', '.join(UNET_PRESETS)}; got {self.unet!r}")
         check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1); got {self.dropout}")
@@ -382,7 +387,10 @@ class EclipsePurifier(Purifier):
         t0 = time.perf_counter()
         try:
             for s in range(0, n, bs):
-                xb = torch.from_numpy(ds.images[s:s + bs]).to(dev).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+                xb = torch.from_numpy(ds.images[s:s + bs]).to(dev).permute(0, 3, 1, 2).float()
+                if cfg.despeckle > 0:
+                    xb = despeckle_tensor(xb, cfg.despeckle * 255.0)
+                xb = xb.div(127.5).sub(1.0)
                 g = torch_generator(self.name, "purify", cfg.seed, s)
                 yb = purify_batch(model_fn, diffusion, xb, cfg.t_star, cfg.sampler, cfg.steps, g)
                 out[s:s + bs] = ((yb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
