@@ -128,6 +128,9 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
             # undefended: the eclipse run's own 'none' entry, else the attack verification (same recipe and seed)
             "none": _acc(ecl, "none") if _acc(ecl, "none") is not None else av.get("test_acc"),
             "jpeg": _acc(ecl, "jpeg"), "grayscale": _acc(ecl, "grayscale"),
+            # the despeckle filter alone: measured beside ECLIPSE + despeckle (``--tag t200_ds``)
+            "despeckle": _acc(ecl, "despeckle") if _acc(ecl, "despeckle") is not None
+            else _acc(_load(RES / f"eclipse_{a}_t200_ds.json").get("entries", {}), "despeckle"),
             "eclipse": _acc(ecl_def, "A+B+C"), "eclipse_t100": _acc(ecl, "A+B+C"),
             "A": _acc(ecl, "A"), "A+gray": _acc(ecl, "A+gray"),
             "A+noise": _acc(ecl, "A+noise"), "B+C": _acc(ecl, "B+C"),
@@ -151,8 +154,8 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
 
 def efficacy_table(method: str, label: str) -> str:
     clean, rows = collect()
-    head = ("| attack | no defense | JPEG-10 | grayscale | ECLIPSE | D-VAE | clean reference | "
-            f"recovery of {label} | classifier precision |\n|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| attack | no defense | JPEG-10 | grayscale | despeckle | ECLIPSE | D-VAE | clean reference | "
+            f"recovery of {label} | classifier precision |\n|---|---|---|---|---|---|---|---|---|---|\n")
     lines, ratios = [], []
     for a in ATTACKS:
         r = rows[a]
@@ -162,11 +165,11 @@ def efficacy_table(method: str, label: str) -> str:
         if rr is not None:
             ratios.append(rr)
         lines.append(f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['jpeg'])} | {_pct(r['grayscale'])} | "
-                     f"{_pct(r['eclipse'])} | {_pct(r['dvae'])} | {_pct(r['clean_ref'])} | "
+                     f"{_pct(r['despeckle'])} | {_pct(r['eclipse'])} | {_pct(r['dvae'])} | {_pct(r['clean_ref'])} | "
                      f"{'—' if rr is None else f'{rr:.3f}'} | {r['precision']} |")
     c = rows["clean"]
     lines.append(f"| none (clean data) | {_pct(clean)} | {_pct(c['jpeg'])} | {_pct(c['grayscale'])} | "
-                 f"{_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — | {c['precision']} |")
+                 f"{_pct(c['despeckle'])} | {_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — | {c['precision']} |")
     avg = f"{statistics.mean(ratios):.3f} over {len(ratios)} attack(s)" if ratios else "not measured yet"
     cost = c[method]
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
@@ -298,6 +301,50 @@ def fidelity_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def despeckle_table() -> str:
+    """ECLIPSE at t* = 200 with and without the despeckle pre-filter (tags ``t200`` and ``t200_ds``), beside the
+    filter alone; accuracy in % and recovery against the efficacy table's undefended and clean references."""
+    clean, rows = collect()
+    lines, pairs = [], []
+    for a in [*ATTACKS, "clean"]:
+        plain = _acc(_load(RES / f"eclipse_{a}_t200.json").get("entries", {}), "A+B+C")
+        ds_ent = _load(RES / f"eclipse_{a}_t200_ds.json").get("entries", {})
+        with_ds, alone = _acc(ds_ent, "A+B+C"), _acc(ds_ent, "despeckle")
+        if with_ds is None and alone is None:
+            continue
+        r = rows[a]
+        rr = [None if a == "clean" else _ratio(v, r["none"], r["clean_ref"]) for v in (alone, plain, with_ds)]
+        if rr[1] is not None and rr[2] is not None:
+            pairs.append((rr[1], rr[2]))
+        cells = [_pct(v) + (f" ({x:.3f})" if x is not None else "") for v, x in zip((alone, plain, with_ds), rr)]
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | " + " | ".join(cells) + " |")
+    if not lines:
+        return "Not measured yet.\n"
+    head = ("| attack | no defense | despeckle alone | ECLIPSE t* = 200 | ECLIPSE t* = 200 + despeckle 0.15 |\n"
+            "|---|---|---|---|---|\n")
+    note = (f"\n\nOver the {len(pairs)} attack(s) measured both ways: average recovery (in brackets) "
+            f"**{statistics.mean(p for p, _ in pairs):.3f} without → {statistics.mean(d for _, d in pairs):.3f} with "
+            "despeckle**.\n" if pairs else "\n")
+    return head + "\n".join(lines) + note
+
+
+def despeckle_fidelity_table() -> str:
+    """benchmarks/despeckle_fidelity.py: per threshold, the filter on clean images and on each attack."""
+    d = _load(RES / "despeckle_fidelity.json")
+    if not d.get("rows"):
+        return "Not measured yet.\n"
+    attacks = list(d["rows"][0]["attacks"])
+    head = ("| threshold | s / 1,000 images | clean pixels changed | clean PSNR (dB) | OPS pixels found | "
+            + " | ".join(f"{a.upper()}: poison left" for a in attacks) + " |\n|" + "---|" * (5 + len(attacks)) + "\n")
+    lines = []
+    for r in d["rows"]:
+        ops = r["attacks"].get("ops", {})
+        lines.append(f"| {r['threshold']:g} | {r['s_per_1000']:.2f} | {100 * r['clean_pixels_changed']:.3f}% | "
+                     f"{r['clean_psnr']:.1f} | " + (f"{100 * ops['pixels_found']:.1f}%" if ops else "—") + " | "
+                     + " | ".join(f"{r['attacks'][a]['poison_left']:.3f}" for a in attacks) + " |")
+    return head + "\n".join(lines) + f"\n\n{d['pool']:,} images, {d['date']}.\n"
+
+
 def tstar_table() -> str:
     """ECLIPSE efficacy at larger t* (``eclipse_<attack>_t<N>.json``, tagged runs of eclipse_bench.py), beside the
     paper's t* = 100 of the untagged run; the column of the current default t* says so. Accuracy of A+B+C (and of A
@@ -418,6 +465,8 @@ def main() -> None:
     replace_block(ecl, "cost", cost_table())
     replace_block(ecl, "fidelity", fidelity_table())
     replace_block(ecl, "tstar", tstar_table())
+    replace_block(ecl, "despeckle", despeckle_table())
+    replace_block(ecl, "despeckle_fidelity", despeckle_fidelity_table())
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", dvae_cost_table())
