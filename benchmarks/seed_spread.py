@@ -1,0 +1,63 @@
+"""How much of a gap between two training sets is the classifier's seed: retrain the ``quick`` recipe on saved
+(purified) datasets with several training seeds, everything else fixed.
+
+    python benchmarks/seed_spread.py --tag clean_t200_ds \\
+        --sets t200=.cache/eclipse_bench/eclipse_clean_t200/eclipse/purified.npz,t200_ds=.cache/eclipse_bench/eclipse_clean_t200_ds/eclipse/purified.npz \\
+        --seeds 1,2
+
+Each set's training-time transform (ECLIPSE's compensation) is honoured as in the benchmarks. Resumable: every
+finished (set, seed) is written at once to benchmarks/results/seed_spread_<tag>.json and skipped on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, save  # noqa: E402
+
+from unpoison.config import build_config  # noqa: E402
+from unpoison.data import load, load_dataset  # noqa: E402
+from unpoison.training import TrainConfig, train_on  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sets", required=True, help="NAME=PATH.npz,… (saved datasets)")
+    ap.add_argument("--seeds", default="1,2")
+    ap.add_argument("--recipe", default="quick")
+    ap.add_argument("--test", default="cifar10:test")
+    ap.add_argument("--tag", required=True)
+    args = ap.parse_args()
+    sets = dict(item.split("=", 1) for item in args.sets.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    name = f"seed_spread_{args.tag}"
+    path = RESULTS / f"{name}.json"
+    result = json.loads(path.read_text()) if path.exists() else {"runs": {}}
+    result |= {"sets": sets, "recipe": args.recipe, "machine": machine(), "command": "python " + " ".join(sys.argv)}
+    test = load(args.test)
+    cfg = build_config(TrainConfig, preset=args.recipe)
+    for set_name, set_path in sets.items():
+        data = load_dataset(set_path)
+        for seed in seeds:
+            key = f"{set_name}/seed{seed}"
+            if key in result["runs"]:
+                continue
+            t0 = time.perf_counter()
+            acc = train_on(data, cfg, test=test, seed=seed).test_acc
+            result["runs"][key] = {"test_acc": acc, "train_seconds": round(time.perf_counter() - t0, 1)}
+            save(name, result)
+            print(key, acc, flush=True)
+    for set_name in sets:
+        accs = [v["test_acc"] for k, v in result["runs"].items() if k.split("/")[0] == set_name]
+        if accs:
+            print(set_name, f"median {statistics.median(accs):.4f}, range {min(accs):.4f}–{max(accs):.4f}")
+
+
+if __name__ == "__main__":
+    main()
