@@ -54,6 +54,7 @@ def test_config_presets_and_validation():
     assert (paper.unet, paper.sampler, paper.t_star, paper.train_steps, paper.ema_decay) == ("paper", "ancestral", 100,
                                                                                            250_000, 0.9999)
     assert (paper.copies, paper.sparse_fraction, paper.gray_p, paper.noise_std) == (4, 0.04, 0.4, 0.05)
+    assert paper.despeckle == 0.0 and EclipseConfig().despeckle == 0.15 and AvatarConfig().despeckle == 0.0
     avatar = AvatarConfig()
     assert avatar.compensation() is None and avatar.sparse_fraction == 1.0
     for bad in ({"sampler": "euler"}, {"t_star": 0}, {"t_star": 5000}, {"gray_p": 1.5}, {"unet": "huge"},

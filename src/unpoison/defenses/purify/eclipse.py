@@ -14,6 +14,9 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
    to 0 — the official 100 ancestral steps with learned variance (``sampler=ancestral``), or fewer respaced
    ancestral steps, or DDIM. Streamed in batches (memory is bounded by ``purify_batch_size``); output rounded to
    uint8 (the official code truncates).
+   Before noising, a switching median filter (``despeckle``, :mod:`unpoison.defenses.purify.despeckle`) replaces
+   isolated impulse pixels by their neighbours' median. Not in the paper (off in ``paper``): it is what removes
+   OPS's one-pixel shortcut, which noise small enough to keep clean images usable cannot.
 4. **Corruption compensation:** random grayscale (p = 0.4), then Gaussian noise (σ = 0.05), clamped, re-quantised to
    8 bits. Not applied here: it is attached to the purified dataset as ``meta["train_transform"]`` and the trainer
    applies it afresh to every batch of every epoch, as the official code does (``train_on(..., train_transform=
@@ -114,9 +117,10 @@ class EclipseConfig(Config):
     t_star: int = 200
     sampler: Literal["ancestral", "respaced", "ddim"] = "respaced"  # paper: ancestral, every step t*-1 … 0
     steps: int = 10  # reverse steps for respaced / ddim (ignored by ancestral)
-    # not in the paper: switching median filter before noising, threshold on the [0, 1] scale (0 = off); removes
-    # OPS's one-pixel shortcut, which no useful t* can (defenses/purify/despeckle.py, docs/eclipse.md "Despeckle")
-    despeckle: float = 0.0
+    # not in the paper (0 there): switching median filter before noising, threshold on the [0, 1] scale (0 = off).
+    # It removes OPS's one-pixel shortcut, which no useful t* can: OPS 31.47% → 75.63% at t* = 200; the filter alone
+    # changes 0.037% of clean pixels and cost nothing measurable on clean data (docs/eclipse.md, "Despeckle")
+    despeckle: float = 0.15
     # diffusion model
     diffusion_steps: int = 4000  # T of the cosine schedule
     unet: str = "cpu"  # UNet preset: paper (52.5M) | small | cpu | tiny
