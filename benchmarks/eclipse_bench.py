@@ -7,7 +7,8 @@
     python benchmarks/eclipse_bench.py --attack lsp --set sampler=ancestral --set steps=0 --tag anc   # a variant
 
 The untagged result files hold t* = 100 runs (the default until 2026-12-04; ``--set t_star=100 --set
-train_t_max=100`` resumes them); the runs at the current defaults are tagged ``t200``. A run refuses to resume over
+train_t_max=100`` resumes them); ``t200`` holds t* = 200 without the despeckle filter, ``t200_ds`` the current
+defaults (t* = 200, despeckle 0.15). A run refuses to resume over
 entries or a purified set made with another setting (t*, sampler, model …).
 
 Modes: ``none`` trains on the poisoned set; ``A`` on the purified set without compensation; ``A+gray`` / ``A+noise``
