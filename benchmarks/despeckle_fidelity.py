@@ -31,12 +31,7 @@ from common import machine, save  # noqa: E402
 from unpoison.attacks import create_attack  # noqa: E402
 from unpoison.data import load, profile_split, stratified_subset  # noqa: E402
 from unpoison.defenses.purify.despeckle import despeckle  # noqa: E402
-from unpoison.metrics import purification_fidelity  # noqa: E402
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b) ** 2).mean())
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
 
 
 def main() -> None:

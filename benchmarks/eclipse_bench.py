@@ -8,14 +8,15 @@
 
 The untagged result files hold t* = 100 runs (the default until 2026-12-04; ``--set t_star=100 --set
 train_t_max=100`` resumes them); ``t200`` holds t* = 200 without the despeckle filter, ``t200_ds`` the current
-defaults (t* = 200, despeckle 0.15). A run refuses to resume over
-entries or a purified set made with another setting (t*, sampler, model …).
+defaults (t* = 200, despeckle 0.15). A run refuses to resume over entries or a purified set made with another
+setting (t*, sampler, model …).
 
 Modes: ``none`` trains on the poisoned set; ``A`` on the purified set without compensation; ``A+gray`` / ``A+noise``
 with only random grayscale (p) / only Gaussian noise (σ); ``A+B+C`` with both (ECLIPSE); ``avatar`` fits the
 AVATAR-style purifier (more clean data, no compensation); ``B+C`` trains on the poisoned set with the compensation
-only (no diffusion); ``jpeg`` / ``grayscale`` / ``bdr`` are the squeezing baselines, ``despeckle`` the switching median filter alone. The four A-modes share one diffusion model and one purified
-set (the compensation is a training-time transform), so the fit + purify cost is paid once per attack and variant.
+only (no diffusion); ``jpeg`` / ``grayscale`` / ``bdr`` are the squeezing baselines, ``despeckle`` the switching
+median filter alone. The four A-modes share one diffusion model and one purified set (the compensation is a
+training-time transform), so the fit + purify cost is paid once per attack and variant.
 ``--attack clean`` runs on the unpoisoned pool (ECLIPSE applied to clean data: its clean-data cost).
 
 Resumable: the diffusion training state and the purified set live in .cache/eclipse_bench/<run>/ (git-ignored), and

@@ -169,7 +169,8 @@ def efficacy_table(method: str, label: str) -> str:
                      f"{'—' if rr is None else f'{rr:.3f}'} | {r['precision']} |")
     c = rows["clean"]
     lines.append(f"| none (clean data) | {_pct(clean)} | {_pct(c['jpeg'])} | {_pct(c['grayscale'])} | "
-                 f"{_pct(c['despeckle'])} | {_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — | {c['precision']} |")
+                 f"{_pct(c['despeckle'])} | {_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — | "
+                 f"{c['precision']} |")
     avg = f"{statistics.mean(ratios):.3f} over {len(ratios)} attack(s)" if ratios else "not measured yet"
     cost = c[method]
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"

@@ -1,3 +1,4 @@
 """Purifiers: data → data."""
 
-from unpoison.defenses.purify import avatar, bdr, despeckle, dvae, eclipse, grayscale, jpeg, rcvae  # noqa: F401  (registration)
+from unpoison.defenses.purify import (  # noqa: F401  (registration)
+    avatar, bdr, despeckle, dvae, eclipse, grayscale, jpeg, rcvae)

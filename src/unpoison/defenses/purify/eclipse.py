@@ -92,8 +92,8 @@ TRAIN_TRANSFORMS.register("eclipse_compensation", eclipse_compensation)
 # Config
 # --------------------------------------------------------------------------------------------------------------------
 # Fields that do not change the trained model (so a checkpoint stays valid when they change).
-_NOT_TRAINING = ("t_star", "sampler", "steps", "despeckle", "gray_p", "noise_std", "purify_batch_size", "model_path", "save_model",
-                 "checkpoint_dir", "checkpoint_every", "device", "progress")
+_NOT_TRAINING = ("t_star", "sampler", "steps", "despeckle", "gray_p", "noise_std", "purify_batch_size", "model_path",
+                 "save_model", "checkpoint_dir", "checkpoint_every", "device", "progress")
 
 _PAPER = {"sparse_fraction": 0.04, "sparse_size": 0, "copies": 4, "t_star": 100, "sampler": "ancestral", "steps": 0,
           "diffusion_steps": 4000, "unet": "paper", "dropout": 0.0, "train_steps": 250_000, "batch_size": 128,
