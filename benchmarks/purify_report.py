@@ -254,7 +254,7 @@ def dvae_epochs_table() -> str:
             continue
         r = rows[a]
         for (e1, e2), (stem, e) in sorted(runs.items()):
-            acc, st1 = e["test_acc"], e.get("stages", {}).get("1", {})
+            acc, st1, st2 = e["test_acc"], e.get("stages", {}).get("1", {}), e.get("stages", {}).get("2", {})
             rec = None if a == "clean" else _ratio(acc, r["none"], r["clean_ref"])
             left = e.get("fidelity", {}).get("poison_retained")
             lines.append(f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {stem} | {e1}/{e2} | "
@@ -262,9 +262,10 @@ def dvae_epochs_table() -> str:
                          f"{'—' if left is None else f'{left:.3f}'} | "
                          f"{e.get('fidelity', {}).get('psnr_purified', float('nan')):.2f} | "
                          f"{st1.get('output', {}).get('p_rms', float('nan')):.4f} | "
-                         f"{st1.get('train_seconds', float('nan')):.0f} |")
+                         f"{st1.get('train_seconds', float('nan')):.0f} | "
+                         f"{st2.get('train_seconds', float('nan')):.0f} |")
     head = ("| attack | run | epochs (stage 1/2) | D-VAE accuracy | recovery | poison left | PSNR purified (dB) | "
-            "stage-1 per-class p̂ RMS | stage-1 training (s) |\n|---|---|---|---|---|---|---|---|---|\n")
+            "stage-1 per-class p̂ RMS | stage-1 training (s) | stage-2 training (s) |\n" + "|---" * 10 + "|\n")
     return head + "\n".join(lines) + "\n"
 
 
@@ -327,6 +328,51 @@ def despeckle_table() -> str:
             f"**{statistics.mean(p for p, _ in pairs):.3f} without → {statistics.mean(d for _, d in pairs):.3f} with "
             "despeckle**.\n" if pairs else "\n")
     return head + "\n".join(lines) + note
+
+
+# ECLIPSE with the despeckle filter, tagged runs beside the default's (tag t200_ds): what one shortcut (training the
+# diffusion model only on the timesteps purification visits) costs in accuracy, and t* = 300
+DS_VARIANTS = [("t200_ds", "t* = 200, model trained on t < 400 (default)"),
+               ("t200_ds_allT", "t* = 200, model trained on all 4,000 timesteps"),
+               ("t300_ds", "t* = 300, model trained on t < 400")]
+
+
+def ds_variants_table() -> str:
+    """ECLIPSE + despeckle at the tagged settings of ``DS_VARIANTS``: accuracy in % (recovery), the purification
+    seconds, and per column the average recovery over the attacks measured in it and in the default's column."""
+    _, rows = collect()
+    lines = []
+    pairs: dict[str, list[tuple[float, float]]] = {tag: [] for tag, _ in DS_VARIANTS[1:]}
+    cost: dict[str, float] = {}
+    for a in [*ATTACKS, "clean"]:
+        ents = {tag: _load(RES / f"eclipse_{a}_{tag}.json").get("entries", {}).get("A+B+C", {})
+                for tag, _ in DS_VARIANTS}
+        accs = {tag: e.get("test_acc") if e.get("done") else None for tag, e in ents.items()}
+        if all(v is None for tag, v in accs.items() if tag != DS_VARIANTS[0][0]):
+            continue
+        r = rows[a]
+        cells = []
+        for tag, _ in DS_VARIANTS:
+            acc, e = accs[tag], ents[tag]
+            rr = None if a == "clean" else _ratio(acc, r["none"], r["clean_ref"])
+            if a == "clean" and acc is not None:
+                cost[tag] = 100 * r["clean_ref"] - 100 * acc
+            base = None if a == "clean" else _ratio(accs[DS_VARIANTS[0][0]], r["none"], r["clean_ref"])
+            if tag in pairs and rr is not None and base is not None:
+                pairs[tag].append((base, rr))
+            cells.append("—" if acc is None else _pct(acc) + (f" ({rr:.3f})" if rr is not None else "")
+                         + f", {e['purify_seconds']:.0f} s")
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | " + " | ".join(cells) + " |")
+    if not lines:
+        return "Not measured yet.\n"
+    head = ("| attack | no defense | " + " | ".join(label for _, label in DS_VARIANTS) + " |\n|---|---|"
+            + "---|" * len(DS_VARIANTS) + "\n")
+    notes = [f"{label}: average recovery over the {len(pairs[tag])} attack(s) also in the default's column "
+             f"{statistics.mean(b for b, _ in pairs[tag]):.3f} (default) → "
+             f"{statistics.mean(x for _, x in pairs[tag]):.3f}"
+             for tag, label in DS_VARIANTS[1:] if pairs[tag]]
+    notes += [f"clean-data cost at {label}: {cost[tag]:.2f} points" for tag, label in DS_VARIANTS if tag in cost]
+    return head + "\n".join(lines) + "\n\n" + "".join(f"- {n}.\n" for n in notes)
 
 
 def despeckle_fidelity_table() -> str:
@@ -468,6 +514,7 @@ def main() -> None:
     replace_block(ecl, "tstar", tstar_table())
     replace_block(ecl, "despeckle", despeckle_table())
     replace_block(ecl, "despeckle_fidelity", despeckle_fidelity_table())
+    replace_block(ecl, "ds_variants", ds_variants_table())
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", dvae_cost_table())
