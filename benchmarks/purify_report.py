@@ -330,11 +330,11 @@ def despeckle_table() -> str:
     return head + "\n".join(lines) + note
 
 
-# ECLIPSE with the despeckle filter, tagged runs beside the default's (tag t200_ds): what one shortcut (training the
+# ECLIPSE with the despeckle filter, tagged runs beside the t200_ds runs: what one shortcut (training the
 # diffusion model only on the timesteps purification visits) costs in accuracy, and t* = 300
-DS_VARIANTS = [("t200_ds", "t* = 200, model trained on t < 400 (default)"),
+DS_VARIANTS = [("t200_ds", "t* = 200, model trained on t < 400 (default until 2026-12-05)"),
                ("t200_ds_allT", "t* = 200, model trained on all 4,000 timesteps"),
-               ("t300_ds", "t* = 300, model trained on t < 400")]
+               ("t300_ds", "t* = 300, model trained on t < 400 (default)")]
 
 
 def ds_variants_table() -> str:
@@ -367,8 +367,8 @@ def ds_variants_table() -> str:
         return "Not measured yet.\n"
     head = ("| attack | no defense | " + " | ".join(label for _, label in DS_VARIANTS) + " |\n|---|---|"
             + "---|" * len(DS_VARIANTS) + "\n")
-    notes = [f"{label}: average recovery over the {len(pairs[tag])} attack(s) also in the default's column "
-             f"{statistics.mean(b for b, _ in pairs[tag]):.3f} (default) → "
+    notes = [f"{label}: average recovery over the {len(pairs[tag])} attack(s) also in the first column "
+             f"{statistics.mean(b for b, _ in pairs[tag]):.3f} → "
              f"{statistics.mean(x for _, x in pairs[tag]):.3f}"
              for tag, label in DS_VARIANTS[1:] if pairs[tag]]
     notes += [f"clean-data cost at {label}: {cost[tag]:.2f} points" for tag, label in DS_VARIANTS if tag in cost]
