@@ -5,6 +5,7 @@
         --sets t200=.cache/eclipse_bench/eclipse_clean_t200/eclipse/purified.npz,t200_ds=.cache/eclipse_bench/eclipse_clean_t200_ds/eclipse/purified.npz \\
         --seeds 1,2
 
+A set may also be a dataset spec: ``--sets clean=cifar10:cpu`` gives the undefended reference at the same seeds.
 Each set's training-time transform (ECLIPSE's compensation) is honoured as in the benchmarks. Resumable: every
 finished (set, seed) is written at once to benchmarks/results/seed_spread_<tag>.json and skipped on a rerun.
 """
@@ -22,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, save  # noqa: E402
 
 from unpoison.config import build_config  # noqa: E402
-from unpoison.data import load, load_dataset  # noqa: E402
+from unpoison.data import load  # noqa: E402
 from unpoison.training import TrainConfig, train_on  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sets", required=True, help="NAME=PATH.npz,… (saved datasets)")
+    ap.add_argument("--sets", required=True, help="NAME=SPEC,… (saved datasets, or specs such as cifar10:cpu)")
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--recipe", default="quick")
     ap.add_argument("--test", default="cifar10:test")
@@ -43,7 +44,7 @@ def main() -> None:
     test = load(args.test)
     cfg = build_config(TrainConfig, preset=args.recipe)
     for set_name, set_path in sets.items():
-        data = load_dataset(set_path)
+        data = load(set_path)  # a saved dataset keeps its metadata (ECLIPSE's compensation)
         for seed in seeds:
             key = f"{set_name}/seed{seed}"
             if key in result["runs"]:
