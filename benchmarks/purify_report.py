@@ -332,15 +332,18 @@ def despeckle_table() -> str:
 
 # ECLIPSE with the despeckle filter, tagged runs beside the t200_ds runs: what one shortcut (training the
 # diffusion model only on the timesteps purification visits) costs in accuracy, and t* = 300
-DS_VARIANTS = [("t200_ds", "t* = 200, model trained on t < 400 (default until 2026-12-05)"),
+# (the column at the current defaults is marked by ds_variants_table, from the runs' recorded settings)
+DS_VARIANTS = [("t200_ds", "t* = 200, model trained on t < 400"),
                ("t200_ds_allT", "t* = 200, model trained on all 4,000 timesteps"),
-               ("t300_ds", "t* = 300, model trained on t < 400 (default)")]
+               ("t300_ds", "t* = 300, model trained on t < 400")]
 
 
 def ds_variants_table() -> str:
     """ECLIPSE + despeckle at the tagged settings of ``DS_VARIANTS``: accuracy in % (recovery), the purification
-    seconds, and per column the average recovery over the attacks measured in it and in the default's column."""
+    seconds, and per column the average recovery over the attacks measured in it and in the first column."""
     _, rows = collect()
+    at_defaults = eclipse_default_run("clean").get("file")  # the tagged clean run whose settings are the defaults
+    labels = {tag: text + (" (default)" if at_defaults == f"eclipse_clean_{tag}" else "") for tag, text in DS_VARIANTS}
     lines = []
     pairs: dict[str, list[tuple[float, float]]] = {tag: [] for tag, _ in DS_VARIANTS[1:]}
     cost: dict[str, float] = {}
@@ -365,13 +368,13 @@ def ds_variants_table() -> str:
         lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | " + " | ".join(cells) + " |")
     if not lines:
         return "Not measured yet.\n"
-    head = ("| attack | no defense | " + " | ".join(label for _, label in DS_VARIANTS) + " |\n|---|---|"
+    head = ("| attack | no defense | " + " | ".join(labels[tag] for tag, _ in DS_VARIANTS) + " |\n|---|---|"
             + "---|" * len(DS_VARIANTS) + "\n")
-    notes = [f"{label}: average recovery over the {len(pairs[tag])} attack(s) also in the first column "
+    notes = [f"{labels[tag]}: average recovery over the {len(pairs[tag])} attack(s) also in the first column "
              f"{statistics.mean(b for b, _ in pairs[tag]):.3f} → "
              f"{statistics.mean(x for _, x in pairs[tag]):.3f}"
-             for tag, label in DS_VARIANTS[1:] if pairs[tag]]
-    notes += [f"clean-data cost at {label}: {cost[tag]:.2f} points" for tag, label in DS_VARIANTS if tag in cost]
+             for tag, _ in DS_VARIANTS[1:] if pairs[tag]]
+    notes += [f"clean-data cost at {labels[tag]}: {cost[tag]:.2f} points" for tag, _ in DS_VARIANTS if tag in cost]
     return head + "\n".join(lines) + "\n\n" + "".join(f"- {n}.\n" for n in notes)
 
 

@@ -113,7 +113,7 @@ class EclipseConfig(Config):
     # purification
     # noise to step t* of T (paper 100). 300 by measurement with the despeckle filter on (docs/eclipse.md, "With the
     # filter", 2026-12-05): against t* = 200 average recovery 0.781 → 0.809 over LSP, AR, OPS, EM, TAP, REM (TAP
-    # 0.491 → 0.646; REM and OPS within seed noise) at clean cost 4.89 points against 5.30. t* = 200 had beaten the
+    # 0.491 → 0.646; REM −0.8, OPS −0.3) at clean cost 4.89 points against 5.30. t* = 200 had beaten the
     # paper's 100 on all six (0.673 against 0.539, "Larger t*"); t* = 400 costs 6.21 points on clean data.
     t_star: int = 300
     sampler: Literal["ancestral", "respaced", "ddim"] = "respaced"  # paper: ancestral, every step t*-1 … 0
