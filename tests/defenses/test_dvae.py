@@ -14,6 +14,7 @@ import torch
 
 from unpoison.data import ImageDataset
 from unpoison.defenses import PURIFIERS, create_purifier
+from unpoison.defenses.purify.despeckle import despeckle
 from unpoison.defenses.purify.dvae import DVAE, DVAEConfig, gaussian_kl, vae_loss
 from unpoison.errors import UnpoisonError
 
@@ -85,6 +86,32 @@ def test_stage1_output_is_input_minus_p():
     # the recorded statistics are there
     st = out.meta["purified"]["stages"]["1"]
     assert st["kappa"] == 1.0 and "kl" in st["final"] and "psnr_xhat" in st["output"]
+
+
+def test_despeckle_filters_stage_1_input_and_is_part_of_the_key(tmp_path):
+    ds = _synthetic(n=32, k=4)
+    images = ds.images.copy()
+    images[:, 5, 5] = 255  # an OPS-like impulse the filter must remove before stage 1 sees it
+    images[:, 4:7, 4:7][:, [0, 0, 2, 2], [0, 2, 0, 2]] = 0
+    ds = ds.with_images(images)
+    filtered = ds.with_images(despeckle(ds.images, 0.15))
+    assert not np.array_equal(filtered.images, ds.images)
+    p = create_purifier("dvae", **TINY, epochs=1, stages=1, latent="mean", despeckle=0.15)
+    out = p.fit_purify(ds)
+    model = p.models[1].eval()
+    x, y = filtered.tensors()
+    with torch.no_grad():
+        xf = x.float() / 255
+        expected = ((xf - model(xf, y, None)["p"]).clamp(0, 1) * 255).round().to(torch.uint8)
+    diff = np.abs(out.images.astype(int) - expected.permute(0, 2, 3, 1).numpy().astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # x₁ = despeckled x − p̂
+    assert p.complete and p._fit_fp == p._data_fp(ds)  # the transductive key is the user's data, not the filtered
+    off = create_purifier("dvae", **TINY, epochs=1, stages=1)
+    assert off._run_fp(ds) != p._run_fp(ds)  # a filtered run never resumes an unfiltered checkpoint
+    assert "despeckle" not in off.config.fingerprint_dict()  # off keeps the keys written before the option
+    assert DVAEConfig.from_dict({}, preset="paper").despeckle == 0.0
+    with pytest.raises(UnpoisonError, match="despeckle"):
+        create_purifier("dvae", despeckle=1.5)
 
 
 def test_other_class_counts_image_sizes_and_channels(tmp_path):

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset
 from unpoison.defenses.base import Purifier, register_purifier
+from unpoison.defenses.purify.despeckle import despeckle
 from unpoison.errors import UnpoisonError
 from unpoison.metrics import psnr_from_mse
 from unpoison.utils.device import select_device
@@ -74,6 +75,10 @@ class VAEConfig(Config):
     kl_weight: float = 0.01  # w in w·max(KL, κ)
     latent: Literal["sample", "mean"] = "sample"  # z at purification: sampled (official) or the posterior mean
     eval_batch_size: int = 512  # images per purification batch (bounds memory)
+    # Switching median filter on the input before stage 1 (threshold on [0, 1]; 0 = off; not in the paper), as
+    # ECLIPSE's ``despeckle``: removes OPS-style one-pixel shortcuts, leaves clean images almost untouched
+    # (:mod:`unpoison.defenses.purify.despeckle`).
+    despeckle: float = 0.0
     seed: int = 0
     device: str = "auto"
     checkpoint_dir: str = ""  # resumable state (safetensors + JSON) per stage; "" = none
@@ -92,9 +97,13 @@ class VAEConfig(Config):
         check(self.grad_clip >= 0, f"grad_clip must be ≥ 0; got {self.grad_clip}")
         check(self.kl_weight >= 0, f"kl_weight must be ≥ 0; got {self.kl_weight}")
         check(self.eval_batch_size >= 1, f"eval_batch_size must be ≥ 1; got {self.eval_batch_size}")
+        check(0.0 <= self.despeckle < 1.0, f"despeckle must be in [0, 1) (0 = off); got {self.despeckle}")
 
     def fingerprint_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in _RUNTIME}
+        d = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME}
+        if not d.get("despeckle"):  # off: the key of checkpoints written before the option existed
+            d.pop("despeckle", None)
+        return d
 
 
 _PAPER_ARCH = {"width": 64, "feat_channels": 128, "latent_channels": 256, "dec_widths": [64, 32], "downsample": 2,
@@ -128,7 +137,7 @@ class DVAEConfig(VAEConfig):
     perturbation_grid: str = ""  # if set, purify() writes the per-class perturbation estimates as a PNG here
 
     PRESETS = {"paper": {**_PAPER_ARCH, "stage2_epochs": 0, "kappa1": 1.0, "kappa2": 3.0, "latent": "sample",
-                         "stages": 2, "p_energy": 0.002}}
+                         "stages": 2, "p_energy": 0.002, "despeckle": 0.0}}
 
     def validate(self) -> None:
         super().validate()
@@ -370,6 +379,16 @@ class _VAEPurifier(Purifier):
     def device(self) -> torch.device:
         return select_device(self.config.device)
 
+    def _input(self, ds: ImageDataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stage 1's input as a real NCHW uint8 copy and the labels; the despeckle filter first when it is on.
+
+        A real copy: for 1-channel images the NHWC view is ambiguous (contiguous and channels_last at once), and
+        oneDNN's conv weight-gradient then corrupts the heap (measured: segfault with torch 2.14.1 on CPU)."""
+        if self.config.despeckle > 0:
+            ds = ds.with_images(despeckle(ds.images, self.config.despeckle))
+        x, y = ds.tensors()
+        return x.clone(memory_format=torch.contiguous_format), y
+
     def _data_fp(self, ds: ImageDataset) -> str:
         return str(derive_seed(len(ds), ds.image_shape, ds.num_classes, ds.labels.tobytes(),
                                ds.images[:: max(1, len(ds) // 64)].tobytes()))
@@ -540,10 +559,7 @@ class _VAEPurifier(Purifier):
                     raise UnpoisonError(f"checkpoint dir {ckpt} belongs to another run (config, seed or data "
                                         "differ); delete it or choose another checkpoint_dir")
             write_json_atomic(state_path, {"method": self.name, "fingerprint": fp, "config": cfg.to_dict()})
-        x, y = ds.tensors()
-        # A real NCHW copy: for 1-channel images the NHWC view is ambiguous (contiguous and channels_last at once),
-        # and oneDNN's conv weight-gradient then corrupts the heap (measured: segfault with torch 2.14.1 on CPU).
-        x = x.clone(memory_format=torch.contiguous_format)
+        x, y = self._input(ds)
         dev = self.device
         budget: list[int | None] = [stop_after]
         self.complete = False
@@ -568,8 +584,7 @@ class _VAEPurifier(Purifier):
         if self._fit_fp == self._data_fp(ds):  # the transductive case: outputs were computed at the end of fit
             out = self._fit_outputs[self._n_stages()]
         else:
-            x, y = ds.tensors()
-            out = x.clone(memory_format=torch.contiguous_format)  # see fit()
+            out, y = self._input(ds)
             for stage in range(1, self._n_stages() + 1):
                 out, stats = self._apply_stage(stage, self.models[stage], out, y, ds.num_classes)
                 self.stage_info[stage]["output"] = stats
