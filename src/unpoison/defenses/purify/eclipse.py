@@ -10,7 +10,7 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
    the step), checkpointed as safetensors + JSON, so a resumed run equals an uninterrupted one. Saved as safetensors
    + JSON and reusable on other data through ``model_path`` (training is then skipped).
 3. **Purification:** every image is noised in closed form to t* (paper 100 of T = 4000: noise std ≈ 0.05 on the
-   [-1, 1] scale; the CPU default is 200, σ ≈ 0.09, chosen by measurement for the small denoiser) and denoised back
+   [-1, 1] scale; the CPU default is 300, σ ≈ 0.13, chosen by measurement for the small denoiser) and denoised back
    to 0 — the official 100 ancestral steps with learned variance (``sampler=ancestral``), or fewer respaced
    ancestral steps, or DDIM. Streamed in batches (memory is bounded by ``purify_batch_size``); output rounded to
    uint8 (the official code truncates).
@@ -24,8 +24,8 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
 
 The CPU defaults (a 0.93M-parameter UNet, 800 steps at batch 128 and lr 1e-3 on timesteps < 400 only, t* = 300,
 10 respaced steps) are set by step cost so that fit + purify of the 20,000-image ``cpu`` pool fits in 30 minutes on
-2 cores (measured 9 ms per image and training step, 2.7 ms per image and reverse step: ≈ 15 + 9 min); ``paper``
-holds the published setting. See docs/eclipse.md and benchmarks/eclipse_{bench,speed}.py.
+2 cores (measured at these defaults: about 10 min to fit and 8–9 min to purify on an AMD EPYC pair; docs/eclipse.md,
+"Cost"); ``paper`` holds the published setting. See docs/eclipse.md and benchmarks/eclipse_{bench,speed}.py.
 """
 
 from __future__ import annotations
