@@ -383,6 +383,45 @@ def ds_variants_table() -> str:
     return head + "\n".join(lines) + "\n\n" + "".join(f"- {n}.\n" for n in notes)
 
 
+COMP_TAG = "t300_ds_b"  # the compensation ablation at the current defaults (2026-12-05, one machine, one model)
+COMP_MODES = [("A", "A (diffusion only)"), ("A+gray", "A + gray (B)"), ("A+noise", "A + noise (C)"),
+              ("A+B+C", "A+B+C (ECLIPSE)")]
+
+
+def comp_table() -> str:
+    """Table 4 at the current defaults (t* = 300 + despeckle): each compensation variant on one purified set per
+    attack, plus B+C alone (no diffusion) on clean data; accuracy in % and, for the clean row, the cost against the
+    same machine's clean reference (``eclipse_clean_comp.json``, mode none)."""
+    _, rows = collect()
+    comp = _load(RES / "eclipse_clean_comp.json").get("entries", {})
+    ref = _acc(comp, "none")
+    lines = []
+    for a in [*ATTACKS, "clean"]:
+        ents = _load(RES / f"eclipse_{a}_{COMP_TAG}.json").get("entries", {})
+        if not any(e.get("done") for e in ents.values()):
+            continue
+        r = rows[a]
+        cells = []
+        for mode, _ in COMP_MODES:
+            acc = _acc(ents, mode)
+            if acc is None:
+                cells.append("—")
+            elif a == "clean":
+                cells.append(_pct(acc) + (f" (cost {100 * (ref - acc):.2f})" if ref is not None else ""))
+            else:
+                rr = _ratio(acc, r["none"], r["clean_ref"])
+                cells.append(_pct(acc) + (f" ({rr:.3f})" if rr is not None else ""))
+        bc = _acc(comp, "B+C") if a == "clean" else None
+        bc_s = "—" if bc is None else _pct(bc) + (f" (cost {100 * (ref - bc):.2f})" if ref is not None else "")
+        none = _pct(ref) if a == "clean" else _pct(r["none"])
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {none} | " + " | ".join(cells) + f" | {bc_s} |")
+    if not lines:
+        return "Not measured yet.\n"
+    head = ("| attack | no defense | " + " | ".join(label for _, label in COMP_MODES) + " | B+C (no diffusion) |\n|"
+            + "---|" * (len(COMP_MODES) + 3) + "\n")
+    return head + "\n".join(lines) + "\n"
+
+
 def despeckle_fidelity_table() -> str:
     """benchmarks/despeckle_fidelity.py: per threshold, the filter on clean images and on each attack."""
     d = _load(RES / "despeckle_fidelity.json")
@@ -523,6 +562,7 @@ def main() -> None:
     replace_block(ecl, "despeckle", despeckle_table())
     replace_block(ecl, "despeckle_fidelity", despeckle_fidelity_table())
     replace_block(ecl, "ds_variants", ds_variants_table())
+    replace_block(ecl, "comp", comp_table())
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", dvae_cost_table())
