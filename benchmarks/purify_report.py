@@ -253,7 +253,7 @@ def dvae_epochs_table() -> str:
         for f in _dvae_run_files(a):
             e = _load(f).get("entries", {}).get("dvae", {})
             s = dvae_setting(e) if e.get("done") else {}
-            if s and (s["kappa2"], s["latent"]) == (want["kappa2"], want["latent"]):
+            if s and (s["kappa2"], s["latent"], s["despeckle"]) == (want["kappa2"], want["latent"], want["despeckle"]):
                 runs.setdefault((s["epochs"], s["stage2_epochs"]), (f.stem, e))  # the first file per setting
         if len(runs) < 2:  # nothing to compare
             continue
@@ -533,14 +533,15 @@ def dvae_kappa2_table() -> str:
             st2 = e.get("stages", {}).get("2", {})
             left = e.get("fidelity", {}).get("poison_retained")
             day = _measured_on(f)
-            rows.append((k2, latent, ep, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | {f.stem} | "
-                         f"{day} | {k2:g} | {latent} | {ep[0]}/{ep[1]} | {_pct(e['test_acc'])} | "
+            ds = setting["despeckle"]
+            rows.append((k2, latent, ep, ds, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | "
+                         f"{f.stem} | {day} | {k2:g} | {latent} | {ep[0]}/{ep[1]} | {ds:g} | {_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
                          f"{'—' if left is None else f'{left:.3f}'} |"))
         lines += [r[-1] for r in sorted(rows, key=lambda r: r[:-1])]
-    head = ("| attack | run | measured | κ₂ | latent | epochs (stage 1/2) | D-VAE accuracy | stage-2 x̂ PSNR (dB) | "
-            "stage-2 final KL | poison left |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| attack | run | measured | κ₂ | latent | epochs (stage 1/2) | despeckle | D-VAE accuracy | "
+            "stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n" + "|---" * 11 + "|\n")
     return head + "\n".join(lines) + "\n"
 
 
