@@ -16,7 +16,9 @@ with only random grayscale (p) / only Gaussian noise (σ); ``A+B+C`` with both (
 AVATAR-style purifier (more clean data, no compensation); ``B+C`` trains on the poisoned set with the compensation
 only (no diffusion); ``jpeg`` / ``grayscale`` / ``bdr`` are the squeezing baselines, ``despeckle`` the switching
 median filter alone. The four A-modes share one diffusion model and one purified set (the compensation is a
-training-time transform), so the fit + purify cost is paid once per attack and variant.
+training-time transform), so the fit + purify cost is paid once per attack and variant. An A-mode may set the
+compensation's strength, e.g. ``A+B+C@noise_std=0.025`` or ``A+gray@gray_p=0.6`` (the paper's Fig. 5 sweeps p over
+0.3–0.7 and σ over 0.025–0.15): a training-only variant on the same purified set, recorded under that name.
 ``--attack clean`` runs on the unpoisoned pool (ECLIPSE applied to clean data: its clean-data cost).
 
 Resumable: the diffusion training state and the purified set live in .cache/eclipse_bench/<run>/ (git-ignored), and
@@ -56,6 +58,29 @@ def check_same_setting(recorded: dict, current: dict, where: str) -> None:
             if k in recorded and k in current and recorded[k] != current[k]]
     if diff:
         raise SystemExit(f"{where} was made with {', '.join(diff)}: rerun with --fresh or another --tag")
+
+
+def comp_strength(mode: str) -> tuple[str, dict[str, float]]:
+    """``"A+B+C@noise_std=0.025"`` → ``("A+B+C", {"noise_std": 0.025})``; plain modes pass with ``{}``. Exits on an
+    unknown mode, or on a strength that is not gray_p / noise_std, is not a number, or that the base mode turns off."""
+    base, *parts = mode.split("@")
+    if base not in (*COMP, *SQUEEZE, "none", "avatar", "B+C"):
+        raise SystemExit(f"unknown mode {mode!r}")
+    strength: dict[str, float] = {}
+    for part in parts:
+        key, _, val = part.partition("=")
+        if base not in COMP or key not in ("gray_p", "noise_std"):
+            raise SystemExit(f"mode {mode!r}: only the A-modes take @gray_p=… or @noise_std=…")
+        off = dict(zip(("gray_p", "noise_std"), COMP[base] or (None, None)))[key] == 0.0
+        try:
+            strength[key] = float(val)
+        except ValueError:
+            raise SystemExit(f"mode {mode!r}: {key} must be a number, got {val!r}") from None
+        if off:
+            raise SystemExit(f"mode {mode!r}: {base} has {key} off; sweep it on a mode that uses it")
+        if not 0.0 <= strength[key] <= (1.0 if key == "gray_p" else float("inf")):
+            raise SystemExit(f"mode {mode!r}: {key} out of range")
+    return base, strength
 
 
 def main() -> None:
@@ -117,9 +142,9 @@ def main() -> None:
         rec_path.write_text(json.dumps(rec, indent=2))
         return out, rec
 
-    for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-        if mode not in (*COMP, *SQUEEZE, "none", "avatar", "B+C"):
-            raise SystemExit(f"unknown mode {mode!r}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    strengths = {m: comp_strength(m) for m in modes}  # every mode checked before the first (long) one runs
+    for mode in modes:
         if result["entries"].get(mode, {}).get("done"):
             print(f"{mode}: done already", flush=True)
             continue
@@ -139,7 +164,10 @@ def main() -> None:
         elif mode != "none":
             data, rec = purified("avatar" if mode == "avatar" else "eclipse")
             entry |= rec
-            comp = COMP.get(mode)
+            base, strength = strengths[mode]
+            comp = COMP.get(base)
+            if strength:  # a swept strength: the base mode's switches, the given values where it keeps one on
+                comp = tuple(strength.get(k, v) for k, v in zip(("gray_p", "noise_std"), comp or (None, None)))
             if comp is not None:  # ablation: rewrite the attached compensation (None keeps the configured value)
                 spec = data.meta.get("train_transform") or {"name": "eclipse_compensation", "params": {}}
                 params = dict(spec["params"])
