@@ -395,14 +395,17 @@ def comp_table() -> str:
     _, rows = collect()
     comp = _load(RES / "eclipse_clean_comp.json").get("entries", {})
     ref = _acc(comp, "none")
-    lines = []
-    for a in [*ATTACKS, "clean"]:
-        ents = _load(RES / f"eclipse_{a}_{COMP_TAG}.json").get("entries", {})
+    files = {a: _load(RES / f"eclipse_{a}_{COMP_TAG}.json").get("entries", {}) for a in [*ATTACKS, "clean"]}
+    swept = sorted({m for ents in files.values() for m in ents if "@" in m})  # e.g. A+B+C@noise_std=0.025
+    modes = COMP_MODES + [(m, m.replace("@", ", ").replace("noise_std=", "σ = ").replace("gray_p=", "p = "))
+                          for m in swept]
+    lines, recs = [], {}
+    for a, ents in files.items():
         if not any(e.get("done") for e in ents.values()):
             continue
         r = rows[a]
         cells = []
-        for mode, _ in COMP_MODES:
+        for mode, _ in modes:
             acc = _acc(ents, mode)
             if acc is None:
                 cells.append("—")
@@ -411,15 +414,27 @@ def comp_table() -> str:
             else:
                 rr = _ratio(acc, r["none"], r["clean_ref"])
                 cells.append(_pct(acc) + (f" ({rr:.3f})" if rr is not None else ""))
+                if rr is not None:
+                    recs.setdefault(mode, {})[a] = rr
         bc = _acc(comp, "B+C") if a == "clean" else None
         bc_s = "—" if bc is None else _pct(bc) + (f" (cost {100 * (ref - bc):.2f})" if ref is not None else "")
         none = _pct(ref) if a == "clean" else _pct(r["none"])
         lines.append(f"| {a if a == 'clean' else a.upper()} | {none} | " + " | ".join(cells) + f" | {bc_s} |")
     if not lines:
         return "Not measured yet.\n"
-    head = ("| attack | no defense | " + " | ".join(label for _, label in COMP_MODES) + " | B+C (no diffusion) |\n|"
-            + "---|" * (len(COMP_MODES) + 3) + "\n")
-    return head + "\n".join(lines) + "\n"
+    head = ("| attack | no defense | " + " | ".join(label for _, label in modes) + " | B+C (no diffusion) |\n|"
+            + "---|" * (len(modes) + 3) + "\n")
+    # the columns' average recovery over the attacks every compared column has (a fair comparison, not the table's)
+    cols = [m for m, _ in modes if len(recs.get(m, {})) >= 2]
+    common = sorted(set.intersection(*(set(recs[m]) for m in cols))) if cols else []
+    avg = ""
+    if len(common) >= 2:
+        labels = dict(modes)
+        avg = (f"\nAverage recovery over the {len(common)} attacks measured in each of these columns "
+               f"({', '.join(a.upper() for a in common)}): "
+               + "; ".join(f"{labels[m]} **{sum(recs[m][a] for a in common) / len(common):.3f}**" for m in cols)
+               + ".\n")
+    return head + "\n".join(lines) + "\n" + avg
 
 
 def despeckle_fidelity_table() -> str:
