@@ -18,7 +18,7 @@ def run(capsys, *argv):
 
 def assert_bad_input(code, err, match):
     assert code == 2, err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert "Traceback" not in err and match in err, err
 

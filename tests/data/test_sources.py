@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from unpoison.data import ImageDataset, load
+from unpoison.data import load
 from unpoison.errors import UnpoisonError
 
 

@@ -4,7 +4,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from unpoison.data import (ImageDataset, PoisonedDataset, export_png, import_png, load, load_dataset, save_dataset,
+from unpoison.data import (PoisonedDataset, export_png, import_png, load, load_dataset, save_dataset,
                            stratified_subset)
 from unpoison.errors import UnpoisonError
 
