@@ -94,7 +94,8 @@ def dvae_default_run(attack: str) -> dict:
 
 # the defaults until 2026-12-04 differed from today's in t* and train_t_max only; runs that predate a recorded key
 # used them
-ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100, **ECLIPSE_SETTING_BEFORE}
+ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100, "gray_p": 0.4, "noise_std": 0.05,
+               **ECLIPSE_SETTING_BEFORE}
 
 
 def eclipse_setting(cfg: dict) -> dict:
@@ -108,9 +109,15 @@ def eclipse_default_run(attack: str) -> dict:
     want = eclipse_setting(EclipseConfig().to_dict())
     for f in [RES / f"eclipse_{attack}.json", *sorted(RES.glob(f"eclipse_{attack}_*.json"))]:
         d = _load(f)
-        e = d.get("entries", {}).get("A+B+C", {})
-        if e.get("done") and eclipse_setting(e.get("config") or {}) == want:
-            return d | {"file": f.stem}
+        for mode, e in d.get("entries", {}).items():
+            if mode.split("@")[0] != "A+B+C" or not e.get("done"):
+                continue
+            cfg = dict(e.get("config") or {})
+            params = (e.get("train_transform") or {}).get("params")
+            if "@" in mode and params:  # a swept strength (A+B+C@noise_std=…): the compensation it trained with
+                cfg |= {"gray_p": params["gray_p"], "noise_std": params["noise_std"]}
+            if eclipse_setting(cfg) == want:
+                return d | {"file": f.stem, "entries": {**d["entries"], "A+B+C": e}}
     return {}
 
 
