@@ -48,6 +48,7 @@ from unpoison.training import train_on  # noqa: E402
 
 SQUEEZE = ("jpeg", "grayscale", "bdr", "despeckle")  # ISS's squeezing baselines and the despeckle filter
 COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
+COMP_KEYS = ("gray_p", "noise_std")
 
 
 def check_same_setting(recorded: dict, current: dict, where: str) -> None:
@@ -60,27 +61,28 @@ def check_same_setting(recorded: dict, current: dict, where: str) -> None:
         raise SystemExit(f"{where} was made with {', '.join(diff)}: rerun with --fresh or another --tag")
 
 
-def comp_strength(mode: str) -> tuple[str, dict[str, float]]:
-    """``"A+B+C@noise_std=0.025"`` → ``("A+B+C", {"noise_std": 0.025})``; plain modes pass with ``{}``. Exits on an
-    unknown mode, or on a strength that is not gray_p / noise_std, is not a number, or that the base mode turns off."""
+def resolve_mode(mode: str) -> tuple[str, tuple[float | None, float | None] | None]:
+    """``"A+B+C@noise_std=0.025"`` → ``("A+B+C", (None, 0.025))``: the base mode and its (gray_p, noise_std) overrides
+    (None keeps the configured value; no overrides at all → None). Exits on an unknown mode, or on a strength that is
+    not gray_p / noise_std, is not a number, is out of range, or that the base mode turns off."""
     base, *parts = mode.split("@")
     if base not in (*COMP, *SQUEEZE, "none", "avatar", "B+C"):
         raise SystemExit(f"unknown mode {mode!r}")
-    strength: dict[str, float] = {}
+    comp = dict(zip(COMP_KEYS, COMP.get(base) or (None, None)))
     for part in parts:
         key, _, val = part.partition("=")
-        if base not in COMP or key not in ("gray_p", "noise_std"):
+        if base not in COMP or key not in COMP_KEYS:
             raise SystemExit(f"mode {mode!r}: only the A-modes take @gray_p=… or @noise_std=…")
-        off = dict(zip(("gray_p", "noise_std"), COMP[base] or (None, None)))[key] == 0.0
         try:
-            strength[key] = float(val)
+            value = float(val)
         except ValueError:
             raise SystemExit(f"mode {mode!r}: {key} must be a number, got {val!r}") from None
-        if off:
+        if comp[key] == 0.0:
             raise SystemExit(f"mode {mode!r}: {base} has {key} off; sweep it on a mode that uses it")
-        if not 0.0 <= strength[key] <= (1.0 if key == "gray_p" else float("inf")):
+        if not 0.0 <= value <= (1.0 if key == "gray_p" else float("inf")):
             raise SystemExit(f"mode {mode!r}: {key} out of range")
-    return base, strength
+        comp[key] = value
+    return base, (tuple(comp.values()) if parts or COMP.get(base) is not None else None)
 
 
 def main() -> None:
@@ -143,7 +145,7 @@ def main() -> None:
         return out, rec
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    strengths = {m: comp_strength(m) for m in modes}  # every mode checked before the first (long) one runs
+    resolved = {m: resolve_mode(m) for m in modes}  # every mode checked before the first (long) one runs
     for mode in modes:
         if result["entries"].get(mode, {}).get("done"):
             print(f"{mode}: done already", flush=True)
@@ -164,14 +166,11 @@ def main() -> None:
         elif mode != "none":
             data, rec = purified("avatar" if mode == "avatar" else "eclipse")
             entry |= rec
-            base, strength = strengths[mode]
-            comp = COMP.get(base)
-            if strength:  # a swept strength: the base mode's switches, the given values where it keeps one on
-                comp = tuple(strength.get(k, v) for k, v in zip(("gray_p", "noise_std"), comp or (None, None)))
+            comp = resolved[mode][1]
             if comp is not None:  # ablation: rewrite the attached compensation (None keeps the configured value)
                 spec = data.meta.get("train_transform") or {"name": "eclipse_compensation", "params": {}}
                 params = dict(spec["params"])
-                for key, val in zip(("gray_p", "noise_std"), comp):
+                for key, val in zip(COMP_KEYS, comp):
                     if val is not None:
                         params[key] = val
                     params.setdefault(key, 0.0)

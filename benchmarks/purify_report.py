@@ -93,7 +93,8 @@ def dvae_default_run(attack: str) -> dict:
 
 
 # the defaults until 2026-12-04 differed from today's in t* and train_t_max only; runs that predate a recorded key
-# used them
+# used them (the compensation pinned to the paper's, which every run so far recorded, so a later default cannot
+# relabel them)
 ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100, "gray_p": 0.4, "noise_std": 0.05,
                **ECLIPSE_SETTING_BEFORE}
 
@@ -112,10 +113,8 @@ def eclipse_default_run(attack: str) -> dict:
         for mode, e in d.get("entries", {}).items():
             if mode.split("@")[0] != "A+B+C" or not e.get("done"):
                 continue
-            cfg = dict(e.get("config") or {})
-            params = (e.get("train_transform") or {}).get("params")
-            if "@" in mode and params:  # a swept strength (A+B+C@noise_std=…): the compensation it trained with
-                cfg |= {"gray_p": params["gray_p"], "noise_std": params["noise_std"]}
+            cfg = dict(e.get("config") or {})  # the purifier's config; the compensation is what it trained with
+            cfg |= (e.get("train_transform") or {}).get("params") or {}  # (a swept A+B+C@noise_std=… differs)
             if eclipse_setting(cfg) == want:
                 return d | {"file": f.stem, "entries": {**d["entries"], "A+B+C": e}}
     return {}
