@@ -68,7 +68,7 @@ def resolve_mode(mode: str) -> tuple[str, tuple[float | None, float | None] | No
     base, *parts = mode.split("@")
     if base not in (*COMP, *SQUEEZE, "none", "avatar", "B+C"):
         raise SystemExit(f"unknown mode {mode!r}")
-    comp = dict(zip(COMP_KEYS, COMP.get(base) or (None, None)))
+    comp = dict(zip(COMP_KEYS, COMP.get(base) or (None, None), strict=True))
     for part in parts:
         key, _, val = part.partition("=")
         if base not in COMP or key not in COMP_KEYS:
@@ -170,7 +170,7 @@ def main() -> None:
             if comp is not None:  # ablation: rewrite the attached compensation (None keeps the configured value)
                 spec = data.meta.get("train_transform") or {"name": "eclipse_compensation", "params": {}}
                 params = dict(spec["params"])
-                for key, val in zip(COMP_KEYS, comp):
+                for key, val in zip(COMP_KEYS, comp, strict=True):
                     if val is not None:
                         params[key] = val
                     params.setdefault(key, 0.0)

@@ -181,7 +181,7 @@ def efficacy_table(method: str, label: str) -> str:
                  f"{c['precision']} |")
     avg = f"{statistics.mean(ratios):.3f} over {len(ratios)} attack(s)" if ratios else "not measured yet"
     if accs:  # the paper's form: one ratio of the averaged accuracies, which weighs weakly poisoning attacks less
-        d, p, cl = (statistics.mean(col) for col in zip(*accs))
+        d, p, cl = (statistics.mean(col) for col in zip(*accs, strict=True))
         avg += f" (as the ECLIPSE paper computes it, from the averaged accuracies: {(d - p) / (cl - p):.3f})"
     cost = c[method]
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
@@ -329,7 +329,7 @@ def despeckle_table() -> str:
         rr = [None if a == "clean" else _ratio(v, r["none"], r["clean_ref"]) for v in (alone, plain, with_ds)]
         if rr[1] is not None and rr[2] is not None:
             pairs.append((rr[1], rr[2]))
-        cells = [_pct(v) + (f" ({x:.3f})" if x is not None else "") for v, x in zip((alone, plain, with_ds), rr)]
+        cells = [_pct(v) + (f" ({x:.3f})" if x is not None else "") for v, x in zip((alone, plain, with_ds), rr, strict=True)]
         lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | " + " | ".join(cells) + " |")
     if not lines:
         return "Not measured yet.\n"

@@ -50,7 +50,7 @@ def test_artifacts_distinct_per_class(poisoned):
     pos, col = poisoned.artifacts["positions"], poisoned.artifacts["colours"]
     assert pos.shape == (10, 2) and col.shape == (10, 3) and col.dtype == np.uint8
     assert set(np.unique(col)) <= {0, 255}
-    pairs = {(int(p[0]), int(p[1]), *map(int, c)) for p, c in zip(pos, col)}
+    pairs = {(int(p[0]), int(p[1]), *map(int, c)) for p, c in zip(pos, col, strict=True)}
     assert len(pairs) == 10  # no two classes share a shortcut
     assert len({tuple(p) for p in pos.tolist()}) > 1  # positions are chosen per class, not shared
 

@@ -56,15 +56,15 @@ def test_hinges_give_no_gradient_below_their_thresholds():
     assert parts["kl"] > 0
     # KL below κ: the KL term contributes no gradient at all
     below, _ = _grads(model, x, y, noise, kappa=float(parts["kl"]) + 10, kl_weight=0.5)
-    assert all(torch.equal(a, b) for a, b in zip(base, below))
+    assert all(torch.equal(a, b) for a, b in zip(base, below, strict=True))
     # KL above κ: it does
     above, _ = _grads(model, x, y, noise, kappa=0.0, kl_weight=0.5)
-    assert any(not torch.allclose(a, b) for a, b in zip(base, above))
+    assert any(not torch.allclose(a, b) for a, b in zip(base, above, strict=True))
     # the perturbation-energy hinge likewise: silent below its threshold, active above it
     e_below, _ = _grads(model, x, y, noise, kappa=0.0, kl_weight=0.0, p_energy=float(parts["energy"]) * 2 + 1)
-    assert all(torch.equal(a, b) for a, b in zip(base, e_below))
+    assert all(torch.equal(a, b) for a, b in zip(base, e_below, strict=True))
     e_above, _ = _grads(model, x, y, noise, kappa=0.0, kl_weight=0.0, p_energy=0.0)
-    assert any(not torch.allclose(a, b) for a, b in zip(base, e_above))
+    assert any(not torch.allclose(a, b) for a, b in zip(base, e_above, strict=True))
 
 
 def test_stage1_output_is_input_minus_p():

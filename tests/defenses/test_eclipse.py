@@ -108,7 +108,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert not a.complete and (tmp_path / "ck" / "state.safetensors").is_file()
     b = create_purifier("eclipse", **cfg, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
     assert b.complete
-    for (n1, p1), (_, p2) in zip(ref.model.named_parameters(), b.model.named_parameters()):
+    for (n1, p1), (_, p2) in zip(ref.model.named_parameters(), b.model.named_parameters(), strict=True):
         assert torch.equal(p1, p2), n1
     assert np.array_equal(ref.purify(ds).images, b.purify(ds).images)
     # the exported model is reusable without clean data and gives the same result

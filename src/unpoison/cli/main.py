@@ -249,7 +249,7 @@ def data_info(spec: Annotated[str, typer.Argument(help="Dataset spec or file.")]
     counts = summary.pop("class_counts")
     names = summary.pop("class_names")
     output.kv(spec, summary)
-    output.table("per class", ["class", "images"], [[n, c] for n, c in zip(names, counts)])
+    output.table("per class", ["class", "images"], [[n, c] for n, c in zip(names, counts, strict=True)])
 
 
 @data_app.command("export")

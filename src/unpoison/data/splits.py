@@ -50,7 +50,7 @@ def stratified_indices(labels: np.ndarray, *, per_class: int | None = None, tota
     perm = rng.permutation(n)
     grouped = perm[np.argsort(labels[perm], kind="stable")]  # by class, random order within each class
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    take = np.concatenate([grouped[s:s + q] for s, q in zip(starts, quotas)])
+    take = np.concatenate([grouped[s:s + q] for s, q in zip(starts, quotas, strict=True)])
     return np.sort(take)
 
 

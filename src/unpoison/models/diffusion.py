@@ -393,19 +393,19 @@ class EMA:
         torch._foreach_lerp_(self.shadow, params, 1.0 - self.decay)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.shadow))
+        return dict(zip(self.names, self.shadow, strict=True))
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing = [n for n in self.names if n not in state]
         if missing:
             raise UnpoisonError(f"EMA state lacks {len(missing)} parameter(s), first {missing[0]!r}")
-        for n, s in zip(self.names, self.shadow):
+        for n, s in zip(self.names, self.shadow, strict=True):
             s.copy_(state[n])
 
     @torch.no_grad()
     def copy_to(self, model: nn.Module) -> None:
-        for (_, p), s in zip(model.named_parameters(), self.shadow):
+        for (_, p), s in zip(model.named_parameters(), self.shadow, strict=True):
             p.copy_(s)
 
 

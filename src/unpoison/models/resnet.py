@@ -69,7 +69,7 @@ class PreActBlock(nn.Module):
 def _stages(block: type[nn.Module], c_in: int, channels: Sequence[int], blocks: Sequence[int]) -> nn.Sequential:
     """Stages of ``blocks[i]`` blocks with ``channels[i]`` channels; every stage after the first halves H and W."""
     stages = []
-    for i, (c, n) in enumerate(zip(channels, blocks)):
+    for i, (c, n) in enumerate(zip(channels, blocks, strict=True)):
         layers = []
         for j in range(n):
             layers.append(block(c_in, c, 2 if (i > 0 and j == 0) else 1))
