@@ -49,8 +49,9 @@ def main() -> None:
     ours_f = bench(lambda: random_flip(random_crop(xf, 4, g), g), args.repeats)
     kaug = torch.nn.Sequential(K.RandomCrop((32, 32), padding=4), K.RandomHorizontalFlip())
     kornia_f = bench(lambda: kaug(xf), args.repeats)
-    out = {"batch": args.batch, "ours_uint8_ms": ours_u8 * 1e3, "ours_float_ms": ours_f * 1e3, "kornia_ms": kornia_f * 1e3,
-           "speedup_vs_kornia": kornia_f / ours_u8, "machine": machine(), "command": " ".join(["python benchmarks/augment_speed.py", *sys.argv[1:]])}
+    out = {"batch": args.batch, "ours_uint8_ms": ours_u8 * 1e3, "ours_float_ms": ours_f * 1e3,
+           "kornia_ms": kornia_f * 1e3, "speedup_vs_kornia": kornia_f / ours_u8, "machine": machine(),
+           "command": " ".join(["python benchmarks/augment_speed.py", *sys.argv[1:]])}
     print(save("augment_speed" + (f"_{args.tag}" if args.tag else ""), out))
     print(out)
 

@@ -70,7 +70,8 @@ def save(name: str, result: dict[str, object]) -> Path:
 
 # --- resumable purification runs (eclipse_bench, dvae_bench) ------------------------------------------------------
 def add_run_options(ap: argparse.ArgumentParser, *, per_class_help: str, set_help: str) -> None:
-    """The test split, smoke-run subsets, purifier/attack overrides and classifier recipe (after a run's own options)."""
+    """The test split, smoke-run subsets, purifier/attack overrides and classifier recipe
+    (after a run's own options)."""
     ap.add_argument("--test", default="cifar10:test")
     ap.add_argument("--per-class", type=int, default=0, help=per_class_help)
     ap.add_argument("--test-per-class", type=int, default=0)

@@ -9,7 +9,8 @@
 Resumable: the D-VAE training state lives in .cache/dvae_bench/dvae_stages/<attack>-<hash>/ (per-epoch checkpoints,
 git-ignored; shared by the runs whose stage 1 is the same, so stage 1 is trained once per poisoned set), and every
 finished entry is written to benchmarks/results/dvae_<attack>_<mode>[_tag].json at once; a rerun skips what is done
-(``--fresh`` starts over, but keeps the shared stage checkpoints). Smoke run: ``--per-class 20 --set epochs=1 --train-epochs 1 --tag smoke``.
+(``--fresh`` starts over, but keeps the shared stage checkpoints). Smoke run:
+``--per-class 20 --set epochs=1 --train-epochs 1 --tag smoke``.
 """
 
 from __future__ import annotations

@@ -92,7 +92,8 @@ def main() -> None:
            "sampler_factor": round(out["paper"]["reverse_steps"] / out["cpu"]["reverse_steps"], 1),
            "est_purify_20k_seconds": {"paper": round(p_img * 20_000), "cpu": round(c_img * 20_000)},
            "cpu_config": cpu.to_dict(), "machine": machine(), "command": "python " + " ".join(sys.argv)}
-    print("ratio paper/cpu per image:", res["ratio_paper_over_cpu"], "| est. 20k purify s:", res["est_purify_20k_seconds"])
+    print("ratio paper/cpu per image:", res["ratio_paper_over_cpu"],
+          "| est. 20k purify s:", res["est_purify_20k_seconds"])
     print(save("eclipse_speed" + (f"_{args.tag}" if args.tag else ""), res))
 
 

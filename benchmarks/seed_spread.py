@@ -1,8 +1,9 @@
 """How much of a gap between two training sets is the classifier's seed: retrain the ``quick`` recipe on saved
 (purified) datasets with several training seeds, everything else fixed.
 
+    B=.cache/eclipse_bench
     python benchmarks/seed_spread.py --tag clean_t200_ds \\
-        --sets t200=.cache/eclipse_bench/eclipse_clean_t200/eclipse/purified.npz,t200_ds=.cache/eclipse_bench/eclipse_clean_t200_ds/eclipse/purified.npz \\
+        --sets t200=$B/eclipse_clean_t200/eclipse/purified.npz,t200_ds=$B/eclipse_clean_t200_ds/eclipse/purified.npz \\
         --seeds 1,2
 
 A set may also be a dataset spec: ``--sets clean=cifar10:cpu`` gives the undefended reference at the same seeds.

@@ -80,7 +80,8 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 value = _parse_fraction(value)
             except ValueError:
                 raise UnpoisonError(f"{name} must be a number; got {value!r}") from None
-        check(isinstance(value, (int, float)) and not isinstance(value, bool), f"{name} must be a number; got {value!r}")
+        check(isinstance(value, (int, float)) and not isinstance(value, bool),
+              f"{name} must be a number; got {value!r}")
         return float(value)
     if tp is str:
         check(isinstance(value, (str, int, float)), f"{name} must be a string; got {value!r}")
@@ -119,12 +120,14 @@ class Config:
     def from_dict(cls: type[C], data: dict[str, Any] | None = None, preset: str | None = None) -> C:
         merged: dict[str, Any] = {}
         if preset is not None:
-            check(preset in cls.PRESETS, f"unknown preset {preset!r} for {cls.__name__}; known: {', '.join(cls.PRESETS) or 'none'}")
+            check(preset in cls.PRESETS,
+                  f"unknown preset {preset!r} for {cls.__name__}; known: {', '.join(cls.PRESETS) or 'none'}")
             merged.update(cls.PRESETS[preset])
         merged.update(data or {})
         names = set(cls.field_names())
         unknown = sorted(set(merged) - names)
-        check(not unknown, f"unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
+        check(not unknown,
+              f"unknown parameter(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
         return cls(**merged)
 
     def to_dict(self) -> dict[str, Any]:

@@ -426,7 +426,8 @@ def purification_fidelity(purified: ArrayLike, clean: ArrayLike, poisoned: Array
     if dd == 0:
         raise UnpoisonError("poisoned equals clean: there is no perturbation to measure")
     return PurificationFidelity(
-        psnr_poisoned=psnr_from_mse(float((delta * delta).mean())), psnr_purified=psnr_from_mse(float((resid * resid).mean())),
+        psnr_poisoned=psnr_from_mse(float((delta * delta).mean())),
+        psnr_purified=psnr_from_mse(float((resid * resid).mean())),
         poison_retained=float((resid * delta).sum()) / dd, residual_rms=float(np.sqrt((resid * resid).mean())),
         perturbation_rms=float(np.sqrt((delta * delta).mean())), n=int(pur.shape[0]))
 

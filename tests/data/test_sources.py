@@ -8,7 +8,8 @@ from unpoison.errors import UnpoisonError
 def test_cifar10_is_the_real_thing(cifar_train, cifar_test):
     assert cifar_train.images.shape == (50000, 32, 32, 3) and cifar_test.images.shape == (10000, 32, 32, 3)
     assert cifar_train.class_counts().tolist() == [5000] * 10 and cifar_test.class_counts().tolist() == [1000] * 10
-    assert tuple(cifar_train.images[0, 0, 0]) == (59, 62, 63) and cifar_train.class_names[cifar_train.labels[0]] == "frog"
+    assert (tuple(cifar_train.images[0, 0, 0]) == (59, 62, 63)
+            and cifar_train.class_names[cifar_train.labels[0]] == "frog")
     means = cifar_train.images.reshape(-1, 3).mean(0)
     # the well-known CIFAR-10 channel means (0.4914, 0.4822, 0.4465) × 255
     assert np.allclose(means, [125.307, 122.950, 113.865], atol=0.001)

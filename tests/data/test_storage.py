@@ -23,8 +23,8 @@ def _poisoned(ds):
     labels = np.where(mask, 0, ds.labels)
     return PoisonedDataset(imgs, labels, ds.class_names, source=ds.source, indices=ds.indices, is_poison=mask,
                            original_labels=ds.labels, clean_images=ds.images,
-                           poison_norms=mask.astype(np.float32) * 9, is_cover=cover, attack={"name": "t", "kind": "backdoor",
-                                                                                  "params": {"a": 1}},
+                           poison_norms=mask.astype(np.float32) * 9, is_cover=cover,
+                           attack={"name": "t", "kind": "backdoor", "params": {"a": 1}},
                            artifacts={"pattern": np.full((3, 3, 3), 255, np.uint8)}, meta={"k": [1, 2]})
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from unpoison.errors import UnpoisonError
-from unpoison.models.diffusion import (EMA, GaussianDiffusion, build_unet, count_params, discretized_gaussian_log_likelihood,
-                                       load_diffusion, normal_kl, purify_batch, reverse_process, save_diffusion,
-                                       spaced_steps)
+from unpoison.models.diffusion import (EMA, GaussianDiffusion, build_unet, count_params,
+                                       discretized_gaussian_log_likelihood, load_diffusion, normal_kl, purify_batch,
+                                       reverse_process, save_diffusion, spaced_steps)
 
 T = 4000
 
@@ -88,7 +88,8 @@ def test_normal_kl_and_decoder_likelihood_known_values():
     ll = discretized_gaussian_log_likelihood(torch.tensor([0.2]), torch.tensor([0.2]), torch.log(torch.tensor([sigma])))
     Phi = lambda u: 0.5 * (1 + math.erf(u / math.sqrt(2)))  # noqa: E731
     assert ll.item() == pytest.approx(math.log(Phi(1 / 255 / sigma) - Phi(-1 / 255 / sigma)), rel=1e-5)
-    edge = discretized_gaussian_log_likelihood(torch.tensor([1.0]), torch.tensor([1.0]), torch.log(torch.tensor([sigma])))
+    edge = discretized_gaussian_log_likelihood(torch.tensor([1.0]), torch.tensor([1.0]),
+                                               torch.log(torch.tensor([sigma])))
     assert edge.item() == pytest.approx(math.log(1 - Phi(-1 / 255 / sigma)), rel=1e-5)  # the top bin takes the tail
 
 
@@ -139,7 +140,8 @@ def test_respacing_keeps_alpha_bar_and_recomputes_beta(diff):
     assert keep[0] == 0 and keep[-1] == 99 and len(keep) == 10
     r = diff.respace(keep)
     assert torch.allclose(r.alphas_cumprod, diff.alphas_cumprod[keep])
-    assert r.betas[3].item() == pytest.approx(1 - diff.alphas_cumprod[keep[3]].item() / diff.alphas_cumprod[keep[2]].item())
+    assert r.betas[3].item() == pytest.approx(
+        1 - diff.alphas_cumprod[keep[3]].item() / diff.alphas_cumprod[keep[2]].item())
     assert r.model_time(torch.tensor([9])).item() == pytest.approx(99 * 1000 / T)  # the original timestep is told
     full, order = reverse_process(diff, 100, "ancestral")
     assert order == list(range(99, -1, -1)) and full.num_timesteps == 100

@@ -93,7 +93,8 @@ def test_dataset_transform_applied_per_epoch_once_or_off(cifar_small):
 
     if "test_constant" not in TRAIN_TRANSFORMS:
         TRAIN_TRANSFORMS.register("test_constant", factory)
-    ds = cifar_small.with_images(cifar_small.images, train_transform={"name": "test_constant", "params": {"value": 0.5}})
+    ds = cifar_small.with_images(cifar_small.images,
+                                 train_transform={"name": "test_constant", "params": {"value": 0.5}})
     cfg = TrainConfig(**TINY | {"epochs": 2})
     train_on(ds, cfg, seed=0, device="cpu")
     assert len(calls) == 16  # every batch of both epochs

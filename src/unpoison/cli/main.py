@@ -103,7 +103,8 @@ def purify(
     out: Annotated[Path, typer.Option("--out", help="Purified dataset to write (.npz).")],
     clean: Annotated[Optional[str], typer.Option("--clean", help="Clean data spec for methods that use it.")] = None,
     model: Annotated[Optional[Path], typer.Option(
-        "--model", help="Reuse a trained model (methods with a model_path parameter, e.g. eclipse); skips training.")] = None,
+        "--model", help="Reuse a trained model (methods with a model_path parameter, e.g. eclipse); "
+        "skips training.")] = None,
     preset: Preset = None, sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
     overwrite: Overwrite = False, json_: Json = False,
 ) -> None:
@@ -152,7 +153,8 @@ def train(
     train_transform: Annotated[str, typer.Option(
         "--train-transform", help="auto: apply the dataset's training-time transform (e.g. ECLIPSE's compensation) "
         "afresh every epoch; once: apply it once before training; off: ignore it.")] = "auto",
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="Resume/save per-epoch state here.")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option(
+        "--checkpoint", help="Resume/save per-epoch state here.")] = None,
     device: Annotated[str, typer.Option("--device", help="auto | cpu | cuda | mps")] = "auto",
     sets: Sets = None, config: ConfigFile = None, seed: Seed = 0, data_root: DataRoot = None,
     overwrite: Overwrite = False, json_: Json = False,

@@ -50,7 +50,8 @@ def _as_labels(labels: Any, n: int, num_classes: int, what: str = "labels") -> n
         labels = labels.detach().cpu().numpy()
     labels = np.asarray(labels)
     if labels.dtype == object or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
-        if np.issubdtype(labels.dtype, np.floating) and np.isfinite(labels).all() and (labels == np.round(labels)).all():
+        if (np.issubdtype(labels.dtype, np.floating) and np.isfinite(labels).all()
+                and (labels == np.round(labels)).all()):
             labels = labels.astype(np.int64)
         else:
             raise UnpoisonError(f"{what} must be integers; got dtype {labels.dtype}")
@@ -153,7 +154,8 @@ class ImageDataset:
         return dataclasses.replace(self, images=images, meta=meta)
 
     def as_clean(self) -> "ImageDataset":
-        return ImageDataset(self.images, self.labels, self.class_names, self.source, self.indices, copy.deepcopy(self.meta))
+        return ImageDataset(self.images, self.labels, self.class_names, self.source, self.indices,
+                            copy.deepcopy(self.meta))
 
     # --- tensors ------------------------------------------------------------------------------------------------
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -251,7 +253,8 @@ class PoisonedDataset(ImageDataset):
         out["relabelled"] = int((self.labels != self.original_labels).sum())
         if self.is_cover is not None:
             out["cover_count"] = int(self.is_cover.sum())
-        out["attack"] = {k: v for k, v in self.attack.items() if k != "params"} | {"params": self.attack.get("params", {})}
+        out["attack"] = ({k: v for k, v in self.attack.items() if k != "params"}
+                         | {"params": self.attack.get("params", {})})
         if self.poison_norms is not None and self.is_poison.any():
             norms = self.poison_norms[self.is_poison]
             out["measured_norm"] = {"max": float(norms.max()), "mean": float(norms.mean())}

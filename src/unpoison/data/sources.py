@@ -73,7 +73,8 @@ def _torchvision_cifar(cls_name: str, folder: str, name: str) -> Loader:
         try:
             ds = getattr(tvd, cls_name)(str(root), train=train, download=download and not (root / folder).is_dir())
         except Exception as e:  # network errors, corrupt archives: all mean "cannot get the data"
-            raise UnpoisonError(_hint(name, root) + f" (torchvision said: {str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise UnpoisonError(_hint(name, root) + f" (torchvision said: "
+                                f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         return np.asarray(ds.data), np.asarray(ds.targets), tuple(ds.classes)
 
     return load
@@ -111,7 +112,8 @@ def load_builtin(name: str, split: str = "train", root: str | os.PathLike[str] |
     return out
 
 
-def load(spec: str | os.PathLike[str], root: str | os.PathLike[str] | None = None, download: bool = False) -> ImageDataset:
+def load(spec: str | os.PathLike[str], root: str | os.PathLike[str] | None = None,
+         download: bool = False) -> ImageDataset:
     """Resolve a dataset spec (see the module docstring)."""
     spec = str(spec).strip()
     if not spec:

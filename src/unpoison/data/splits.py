@@ -35,7 +35,8 @@ def stratified_indices(labels: np.ndarray, *, per_class: int | None = None, tota
             raise UnpoisonError(f"per_class must be ≥ 1; got {per_class}")
         short = np.flatnonzero((counts > 0) & (counts < per_class))
         if len(short):
-            raise UnpoisonError(f"class {int(short[0])} has only {int(counts[short[0]])} images; cannot take {per_class} per class")
+            raise UnpoisonError(f"class {int(short[0])} has only {int(counts[short[0]])} images; "
+                                f"cannot take {per_class} per class")
         quotas = np.where(counts > 0, per_class, 0)
     else:
         if fraction is not None:

@@ -71,7 +71,8 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise UnpoisonError(f"{path} holds pickled Python objects; refusing to load it (allow_pickle=False)") from None
+            raise UnpoisonError(f"{path} holds pickled Python objects; "
+                                "refusing to load it (allow_pickle=False)") from None
         raise UnpoisonError(f"{path} is not a readable .npz file: {e}") from None
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise UnpoisonError(f"{path} is not a readable .npz file (truncated or corrupt): {e}") from None
@@ -200,7 +201,8 @@ def _read_image(path: Path) -> np.ndarray:
 def _stack(images: list[np.ndarray], root: Path) -> np.ndarray:
     shapes = {im.shape for im in images}
     if len(shapes) != 1:
-        raise UnpoisonError(f"images under {root} have different sizes {sorted(shapes)[:3]}; resize them to one size first")
+        raise UnpoisonError(f"images under {root} have different sizes {sorted(shapes)[:3]}; "
+                            "resize them to one size first")
     arr = np.stack(images)
     return arr[..., None] if arr.ndim == 3 else arr
 

@@ -130,7 +130,8 @@ def count_params(model: nn.Module) -> int:
 # Schedule and the diffusion process
 # --------------------------------------------------------------------------------------------------------------------
 def cosine_betas(T: int) -> torch.Tensor:
-    """β_t of the cosine schedule (ᾱ(t) = cos²(((t/T + 0.008)/1.008)·π/2), β capped at 0.999), float64, from diffusers."""
+    """β_t of the cosine schedule (ᾱ(t) = cos²(((t/T + 0.008)/1.008)·π/2), β capped at 0.999), float64,
+    from diffusers."""
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=T, beta_schedule="squaredcos_cap_v2").betas.to(torch.float64)
@@ -221,7 +222,8 @@ class GaussianDiffusion:
     # --- forward process ----------------------------------------------------------------------------------------
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε in closed form."""
-        return _t_index(self.sqrt_alphas_cumprod, t, x0) * x0 + _t_index(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        return (_t_index(self.sqrt_alphas_cumprod, t, x0) * x0
+                + _t_index(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise)
 
     def q_posterior(self, x0: torch.Tensor, xt: torch.Tensor,
                     t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,7 +233,8 @@ class GaussianDiffusion:
 
     # --- reverse process ----------------------------------------------------------------------------------------
     def predict_xstart(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        return _t_index(self.sqrt_recip_alphas_cumprod, t, xt) * xt - _t_index(self.sqrt_recipm1_alphas_cumprod, t, xt) * eps
+        return (_t_index(self.sqrt_recip_alphas_cumprod, t, xt) * xt
+                - _t_index(self.sqrt_recipm1_alphas_cumprod, t, xt) * eps)
 
     def p_mean_variance(self, model: ModelFn, xt: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True,
                         model_output: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -263,10 +266,12 @@ class GaussianDiffusion:
         return out["mean"] + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
 
     def ddim_step(self, model: ModelFn, xt: torch.Tensor, t: torch.Tensor, clip_denoised: bool = True) -> torch.Tensor:
-        """One deterministic DDIM step (η = 0): x_{t-1} = √ᾱ_{t-1}·x̂_0 + √(1−ᾱ_{t-1})·ε̂, ε̂ re-derived from x̂_0."""
+        """One deterministic DDIM step (η = 0): x_{t-1} = √ᾱ_{t-1}·x̂_0 + √(1−ᾱ_{t-1})·ε̂, ε̂ re-derived
+        from x̂_0."""
         out = self.p_mean_variance(model, xt, t, clip_denoised)
         x0 = out["pred_xstart"]
-        eps = (_t_index(self.sqrt_recip_alphas_cumprod, t, xt) * xt - x0) / _t_index(self.sqrt_recipm1_alphas_cumprod, t, xt)
+        eps = ((_t_index(self.sqrt_recip_alphas_cumprod, t, xt) * xt - x0)
+               / _t_index(self.sqrt_recipm1_alphas_cumprod, t, xt))
         prev = _t_index(self.alphas_cumprod_prev, t, xt)
         return prev.sqrt() * x0 + (1.0 - prev).sqrt() * eps
 
@@ -277,7 +282,8 @@ class GaussianDiffusion:
         true_mean, _, true_logvar = self.q_posterior(x0, xt, t)
         out = self.p_mean_variance(lambda *_: model_output, xt, t, clip_denoised=False, model_output=model_output)
         kl = _mean_flat(normal_kl(true_mean, true_logvar, out["mean"], out["log_variance"])) / math.log(2.0)
-        nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, out["mean"], 0.5 * out["log_variance"])) / math.log(2.0)
+        nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, out["mean"],
+                                                              0.5 * out["log_variance"])) / math.log(2.0)
         return torch.where(t.to(kl.device) == 0, nll, kl)
 
     def training_losses(self, model: ModelFn, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
@@ -417,7 +423,8 @@ VERSION = 1
 
 
 def save_diffusion(model: DiffusionUNet, path: str | os.PathLike[str], info: dict[str, Any]) -> None:
-    """Weights to ``path`` (.safetensors) and metadata (the UNet's kwargs, the schedule, ``info``) in it and beside it."""
+    """Weights to ``path`` (.safetensors) and metadata (the UNet's kwargs, the schedule, ``info``) in it
+    and beside it."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -430,7 +437,8 @@ def save_diffusion(model: DiffusionUNet, path: str | os.PathLike[str], info: dic
     write_json_atomic(path.with_suffix(".json"), meta)
 
 
-def load_diffusion(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[DiffusionUNet, dict[str, Any]]:
+def load_diffusion(path: str | os.PathLike[str],
+                   device: str | torch.device = "cpu") -> tuple[DiffusionUNet, dict[str, Any]]:
     """Read a model written by :func:`save_diffusion`: ``(model in eval mode on device, metadata)``."""
     from safetensors import safe_open
 
@@ -453,7 +461,8 @@ def load_diffusion(path: str | os.PathLike[str], device: str | torch.device = "c
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("unet"), dict):
         raise UnpoisonError(f"{path} is not an unpoison diffusion model (format is not {FORMAT!r})")
     if not isinstance(meta.get("version"), int) or meta["version"] > VERSION:
-        raise UnpoisonError(f"{path} uses diffusion model format version {meta.get('version')!r}; this reads up to {VERSION}")
+        raise UnpoisonError(f"{path} uses diffusion model format version {meta.get('version')!r}; "
+                            f"this reads up to {VERSION}")
     try:
         model = DiffusionUNet(meta["unet"])
     except (TypeError, ValueError) as e:  # UnpoisonError is a ValueError

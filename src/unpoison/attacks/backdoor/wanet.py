@@ -4,8 +4,8 @@ Attack").
 The trigger is a fixed, smooth random warp. A k × k field of uniform noise in [−1, 1] (two channels: x and y
 offsets) is divided by its mean absolute value, upsampled bicubically to H × W, scaled by ``s`` / H (``s`` / W for
 the x offsets, the same for square images; a mean shift of about s/2 pixels), added to the identity sampling grid in
-normalised [−1, 1] coordinates and clamped. Images are resampled through it with ``torch.nn.functional.grid_sample`` (bilinear,
-align_corners=True), exactly as the original does.
+normalised [−1, 1] coordinates and clamped. Images are resampled through it with
+``torch.nn.functional.grid_sample`` (bilinear, align_corners=True), exactly as the original does.
 
 The original WaNet controls training and warps batches on the fly. This is the poison-only version of
 backdoor-toolbox (defaults poison_rate 0.05, cover_rate 0.1; k = 4, s = 0.5 as in the paper and BackdoorBench):

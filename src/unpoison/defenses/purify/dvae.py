@@ -536,7 +536,8 @@ class _VAEPurifier(Purifier):
         return out_u8, stats
 
     # --- Purifier API -------------------------------------------------------------------------------------------
-    def fit(self, ds: ImageDataset, clean: ImageDataset | None = None, *, stop_after: int | None = None) -> "_VAEPurifier":
+    def fit(self, ds: ImageDataset, clean: ImageDataset | None = None, *,
+            stop_after: int | None = None) -> "_VAEPurifier":
         """Train every stage (each stage's input is the previous stage's output on ``ds``).
 
         ``stop_after`` ends training after that many epochs in total, as an interruption would (for tests); with a
@@ -702,5 +703,5 @@ class DVAEPurifier(_VAEPurifier):
         return path
 
 
-__all__ = ["VAEConfig", "DVAEConfig", "BasicBlock", "Encoder", "Decoder", "RateVAE", "DVAE", "gaussian_kl", "kl_map", "vae_loss",
-           "cosine_lr", "DVAEPurifier"]
+__all__ = ["VAEConfig", "DVAEConfig", "BasicBlock", "Encoder", "Decoder", "RateVAE", "DVAE", "gaussian_kl", "kl_map",
+           "vae_loss", "cosine_lr", "DVAEPurifier"]
