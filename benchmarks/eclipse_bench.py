@@ -88,7 +88,8 @@ def resolve_mode(mode: str) -> tuple[str, tuple[float | None, float | None] | No
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--attack", required=True, help="attack name, or 'clean' for the unpoisoned pool")
-    ap.add_argument("--modes", default="A+B+C,none", help="comma list of A+B+C | A | A+gray | A+noise | none | avatar | jpeg | grayscale | bdr")
+    ap.add_argument("--modes", default="A+B+C,none",
+                    help="comma list of A+B+C | A | A+gray | A+noise | none | avatar | jpeg | grayscale | bdr")
     ap.add_argument("--data", default="cifar10", help="training split; the cpu profile splits it into pools")
     add_run_options(ap, per_class_help="stratified subset of the poison pool (0 = all; smoke)",
                     set_help="ECLIPSE parameter key=value")

@@ -329,7 +329,8 @@ def despeckle_table() -> str:
         rr = [None if a == "clean" else _ratio(v, r["none"], r["clean_ref"]) for v in (alone, plain, with_ds)]
         if rr[1] is not None and rr[2] is not None:
             pairs.append((rr[1], rr[2]))
-        cells = [_pct(v) + (f" ({x:.3f})" if x is not None else "") for v, x in zip((alone, plain, with_ds), rr, strict=True)]
+        cells = [_pct(v) + (f" ({x:.3f})" if x is not None else "")
+                 for v, x in zip((alone, plain, with_ds), rr, strict=True)]
         lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | " + " | ".join(cells) + " |")
     if not lines:
         return "Not measured yet.\n"
@@ -503,13 +504,15 @@ def tstar_table() -> str:
             cells.append(cell(abc, _acc(ent, "A"), rr))
         lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | "
                      f"{cell(r['eclipse_t100'], r['A'], base_rr)} | " + " | ".join(cells) + " |")
-    notes = [f"Over the {len(v)} attack(s) measured at t* = {t}: average recovery **{statistics.mean(b for b, _ in v):.3f} "
-             f"at t* = 100 → {statistics.mean(x for _, x in v):.3f} at t* = {t}**." for t, v in ratios.items() if v]
+    notes = [f"Over the {len(v)} attack(s) measured at t* = {t}: average recovery "
+             f"**{statistics.mean(b for b, _ in v):.3f} at t* = 100 → {statistics.mean(x for _, x in v):.3f} "
+             f"at t* = {t}**." for t, v in ratios.items() if v]
     return head + "\n".join(lines) + "\n\n" + " ".join(notes) + ("\n" if notes else "")
 
 
 def dvae_fidelity_table() -> str:
-    """dvae_bench.py entries that recorded ``fidelity``: the share of δ left in the output, PSNRs vs the clean images."""
+    """dvae_bench.py entries that recorded ``fidelity``: the share of δ left in the output, PSNRs vs the clean
+    images."""
     lines = []
     for f in sorted(RES.glob("dvae_*_*.json")):
         for key, e in _load(f).get("entries", {}).items():

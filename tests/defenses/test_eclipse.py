@@ -132,12 +132,13 @@ def test_bad_input_raises_one_line_errors(tmp_path):
         create_purifier("eclipse", **TINY).purify(ds)
     with pytest.raises(UnpoisonError, match="divisible"):
         create_purifier("eclipse", **{**TINY, "unet": "cpu"}).fit(_synthetic(hw=(10, 10)), _synthetic(hw=(10, 10)))
-    p = create_purifier("eclipse", **{**TINY, "train_t_max": 10, "t_star": 10, "save_model": str(tmp_path / "m.safetensors")})
+    saved = str(tmp_path / "m.safetensors")
+    p = create_purifier("eclipse", **{**TINY, "train_t_max": 10, "t_star": 10, "save_model": saved})
     p.fit(ds, clean)
     with pytest.raises(UnpoisonError, match="t_star=50"):
-        create_purifier("eclipse", **{**TINY, "t_star": 50, "model_path": str(tmp_path / "m.safetensors")}).fit(ds).purify(ds)
+        create_purifier("eclipse", **{**TINY, "t_star": 50, "model_path": saved}).fit(ds).purify(ds)
     with pytest.raises(UnpoisonError, match="channel"):
-        create_purifier("eclipse", **{**TINY, "model_path": str(tmp_path / "m.safetensors")}).fit(_synthetic(c=1))
+        create_purifier("eclipse", **{**TINY, "model_path": saved}).fit(_synthetic(c=1))
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(UnpoisonError, match="safetensors"):
         create_purifier("eclipse", **{**TINY, "model_path": str(tmp_path / "junk.safetensors")}).fit(ds)

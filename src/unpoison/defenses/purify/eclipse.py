@@ -1,4 +1,5 @@
-"""ECLIPSE (Wang et al., ESORICS 2024, "Expunging Clean-label Indiscriminate Poisons via Sparse Diffusion Purification").
+"""ECLIPSE (Wang et al., ESORICS 2024,
+"Expunging Clean-label Indiscriminate Poisons via Sparse Diffusion Purification").
 
 Clean-room reimplementation from the description in ``shared/reference/eclipse.md`` (no code copied).
 
@@ -151,7 +152,8 @@ class EclipseConfig(Config):
     purify_batch_size: int = 64  # images per purification batch (bounds memory; 64 was the fastest per image on CPU)
     seed: int = 0
     model_path: str = ""  # reuse a saved diffusion model: training is skipped
-    save_model: str = ""  # write the trained model here (.safetensors + .json); default <checkpoint_dir>/model.safetensors
+    # write the trained model here (.safetensors + .json); default <checkpoint_dir>/model.safetensors
+    save_model: str = ""
     checkpoint_dir: str = ""  # resumable training state (safetensors + JSON); "" = none
     checkpoint_every: int = 100  # steps between checkpoints
     device: str = "auto"
@@ -268,7 +270,8 @@ class EclipsePurifier(Purifier):
             raise UnpoisonError(f"clean images have shape {clean.image_shape}; the data has {ds.image_shape}")
         if b > len(clean):
             raise UnpoisonError(f"{self.name} needs {b} clean images (sparse_fraction={cfg.sparse_fraction} of "
-                                f"{len(ds)}) but the clean data has {len(clean)}; lower sparse_fraction or set sparse_size")
+                                f"{len(ds)}) but the clean data has {len(clean)}; "
+                                "lower sparse_fraction or set sparse_size")
         idx = np.sort(numpy_rng(self.name, "sparse", cfg.seed).choice(len(clean), size=b, replace=False))
         return clean.subset(idx)
 
@@ -362,7 +365,8 @@ class EclipsePurifier(Purifier):
         self.model = model.eval()
         self.complete = True
         self.model_info = {"image_size": [h, w], "diffusion": {"schedule": "cosine", "steps": cfg.diffusion_steps},
-                           "train_t_max": t_hi, "sparse_size": b, "copies": cfg.copies, "steps_trained": cfg.train_steps,
+                           "train_t_max": t_hi, "sparse_size": b, "copies": cfg.copies,
+                           "steps_trained": cfg.train_steps,
                            "params": count_params(model), "training": cfg.training_dict(), "history": self.history,
                            "precision": precision_name(amp),
                            "purifier": self.name}
@@ -399,7 +403,8 @@ class EclipsePurifier(Purifier):
                 xb = xb.div(127.5).sub(1.0)
                 g = torch_generator(self.name, "purify", cfg.seed, s)
                 yb = purify_batch(model_fn, diffusion, xb, cfg.t_star, cfg.sampler, cfg.steps, g)
-                out[s:s + bs] = ((yb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                u8 = ((yb + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+                out[s:s + bs] = u8.permute(0, 2, 3, 1).cpu().numpy()
                 bar.update(len(xb))
         finally:
             bar.close()
