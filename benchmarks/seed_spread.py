@@ -7,6 +7,8 @@
         --seeds 1,2
 
 A set may also be a dataset spec: ``--sets clean=cifar10:cpu`` gives the undefended reference at the same seeds.
+``PATH@noise_std=0.025`` (or ``@gray_p=…``) retrains a saved ECLIPSE set with its compensation changed, as
+eclipse_bench.py's ``A+B+C@noise_std=…`` modes do.
 Each set's training-time transform (ECLIPSE's compensation) is honoured as in the benchmarks. Resumable: every
 finished (set, seed) is written at once to benchmarks/results/seed_spread_<tag>.json and skipped on a rerun.
 """
@@ -45,7 +47,19 @@ def main() -> None:
     test = load(args.test)
     cfg = build_config(TrainConfig, preset=args.recipe)
     for set_name, set_path in sets.items():
+        set_path, *overrides = set_path.split("@")
         data = load(set_path)  # a saved dataset keeps its metadata (ECLIPSE's compensation)
+        if overrides:
+            spec = data.meta.get("train_transform")
+            if not spec or spec.get("name") != "eclipse_compensation":
+                raise SystemExit(f"{set_name}: @… overrides need a set that carries ECLIPSE's compensation")
+            params = dict(spec["params"])
+            for part in overrides:
+                key, _, val = part.partition("=")
+                if key not in ("gray_p", "noise_std"):
+                    raise SystemExit(f"{set_name}: only @gray_p=… and @noise_std=… can be overridden; got {part!r}")
+                params[key] = float(val)
+            data.meta["train_transform"] = {**spec, "params": params}
         for seed in seeds:
             key = f"{set_name}/seed{seed}"
             if key in result["runs"]:
