@@ -412,7 +412,7 @@ def ds_variants_table() -> str:
 
 COMP_TAG = "t300_ds_b"  # the compensation ablation at the current defaults (2026-12-05, one machine, one model)
 COMP_MODES = [("A", "A (diffusion only)"), ("A+gray", "A + gray (B)"), ("A+noise", "A + noise (C)"),
-              ("A+B+C", "A+B+C, σ = 0.05 (paper)")]  # every A+B+C run in these files predates the 0.025 default
+              ("A+B+C", "A+B+C")]  # labelled with the σ its entries recorded (the default changed on 2026-12-05)
 
 
 def comp_table() -> str:
@@ -424,8 +424,14 @@ def comp_table() -> str:
     ref = _acc(comp, "none")
     files = {a: _load(RES / f"eclipse_{a}_{COMP_TAG}.json").get("entries", {}) for a in [*ATTACKS, "clean"]}
     swept = sorted({m for ents in files.values() for m in ents if "@" in m})  # e.g. A+B+C@noise_std=0.025
-    modes = COMP_MODES + [(m, m.replace("@", ", ").replace("noise_std=", "σ = ").replace("gray_p=", "p = "))
-                          for m in swept]
+    sigmas = {((e.get("train_transform") or {}).get("params") or {}).get("noise_std")
+              for ents in files.values() for m, e in ents.items() if m == "A+B+C" and e.get("done")}
+    if len(sigmas) > 1:  # one column must mean one setting
+        raise SystemExit(f"the {COMP_TAG} A+B+C entries mix compensation noise {sorted(map(str, sigmas))}")
+    sigma = next(iter(sigmas), None)
+    abc_label = "A+B+C" if sigma is None else f"A+B+C, σ = {sigma:g}" + (" (paper)" if sigma == 0.05 else "")
+    modes = [(m, abc_label if m == "A+B+C" else label) for m, label in COMP_MODES]
+    modes += [(m, m.replace("@", ", ").replace("noise_std=", "σ = ").replace("gray_p=", "p = ")) for m in swept]
     lines, recs = [], {}
     for a, ents in files.items():
         if not any(e.get("done") for e in ents.values()):
