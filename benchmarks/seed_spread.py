@@ -58,7 +58,10 @@ def main() -> None:
                 key, _, val = part.partition("=")
                 if key not in ("gray_p", "noise_std"):
                     raise SystemExit(f"{set_name}: only @gray_p=… and @noise_std=… can be overridden; got {part!r}")
-                params[key] = float(val)
+                try:
+                    params[key] = float(val)
+                except ValueError:
+                    raise SystemExit(f"{set_name}: {key} must be a number; got {val!r}") from None
             data.meta["train_transform"] = {**spec, "params": params}
         for seed in seeds:
             key = f"{set_name}/seed{seed}"
