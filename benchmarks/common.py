@@ -27,6 +27,25 @@ ECLIPSE_SETTING = ("t_star", "train_t_max", "sampler", "steps", "unet", "train_s
 # what a setting added later had been in results recorded before it existed
 ECLIPSE_SETTING_BEFORE = {"despeckle": 0.0}
 CACHE = Path(__file__).resolve().parents[1] / ".cache"  # git-ignored
+COMP_KEYS = ("gray_p", "noise_std")  # ECLIPSE's compensation strengths a benchmark may override
+
+
+def parse_comp_overrides(where: str, parts: list[str]) -> dict[str, float]:
+    """``["noise_std=0.025", …]`` (the ``@…`` suffixes of a mode or a set) → ``{"noise_std": 0.025}``. Exits on a key
+    that is not gray_p / noise_std, a value that is not a number, or one out of range."""
+    out: dict[str, float] = {}
+    for part in parts:
+        key, _, val = part.partition("=")
+        if key not in COMP_KEYS:
+            raise SystemExit(f"{where}: only @gray_p=… and @noise_std=… can be overridden; got {part!r}")
+        try:
+            value = float(val)
+        except ValueError:
+            raise SystemExit(f"{where}: {key} must be a number, got {val!r}") from None
+        if not 0.0 <= value <= (1.0 if key == "gray_p" else float("inf")):
+            raise SystemExit(f"{where}: {key} out of range")
+        out[key] = value
+    return out
 
 
 def matmul_peak_gflops(n: int = 1024, repeats: int = 15) -> float:

@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (ECLIPSE_SETTING, ECLIPSE_SETTING_BEFORE, add_resume_options, add_run_options,  # noqa: E402
-                    resume_run, save, subsets, train_config)
+                    COMP_KEYS, parse_comp_overrides, resume_run, save, subsets, train_config)
 
 from unpoison.config import build_config, parse_overrides  # noqa: E402
 from unpoison.data import load, load_dataset, profile_split, save_dataset  # noqa: E402
@@ -48,7 +48,6 @@ from unpoison.training import train_on  # noqa: E402
 
 SQUEEZE = ("jpeg", "grayscale", "bdr", "despeckle")  # ISS's squeezing baselines and the despeckle filter
 COMP = {"A+B+C": None, "A": (0.0, 0.0), "A+gray": (None, 0.0), "A+noise": (0.0, None)}  # (gray_p, noise_std) overrides
-COMP_KEYS = ("gray_p", "noise_std")
 
 
 def check_same_setting(recorded: dict, current: dict, where: str) -> None:
@@ -68,19 +67,12 @@ def resolve_mode(mode: str) -> tuple[str, tuple[float | None, float | None] | No
     base, *parts = mode.split("@")
     if base not in (*COMP, *SQUEEZE, "none", "avatar", "B+C"):
         raise SystemExit(f"unknown mode {mode!r}")
+    if parts and base not in COMP:
+        raise SystemExit(f"mode {mode!r}: only the A-modes take @gray_p=… or @noise_std=…")
     comp = dict(zip(COMP_KEYS, COMP.get(base) or (None, None), strict=True))
-    for part in parts:
-        key, _, val = part.partition("=")
-        if base not in COMP or key not in COMP_KEYS:
-            raise SystemExit(f"mode {mode!r}: only the A-modes take @gray_p=… or @noise_std=…")
-        try:
-            value = float(val)
-        except ValueError:
-            raise SystemExit(f"mode {mode!r}: {key} must be a number, got {val!r}") from None
+    for key, value in parse_comp_overrides(f"mode {mode!r}", parts).items():
         if comp[key] == 0.0:
             raise SystemExit(f"mode {mode!r}: {base} has {key} off; sweep it on a mode that uses it")
-        if not 0.0 <= value <= (1.0 if key == "gray_p" else float("inf")):
-            raise SystemExit(f"mode {mode!r}: {key} out of range")
         comp[key] = value
     return base, (tuple(comp.values()) if parts or COMP.get(base) is not None else None)
 

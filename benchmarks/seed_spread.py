@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, save  # noqa: E402
+from common import RESULTS, machine, parse_comp_overrides, save  # noqa: E402
 
 from unpoison.config import build_config  # noqa: E402
 from unpoison.data import load  # noqa: E402
@@ -53,15 +53,7 @@ def main() -> None:
             spec = data.meta.get("train_transform")
             if not spec or spec.get("name") != "eclipse_compensation":
                 raise SystemExit(f"{set_name}: @… overrides need a set that carries ECLIPSE's compensation")
-            params = dict(spec["params"])
-            for part in overrides:
-                key, _, val = part.partition("=")
-                if key not in ("gray_p", "noise_std"):
-                    raise SystemExit(f"{set_name}: only @gray_p=… and @noise_std=… can be overridden; got {part!r}")
-                try:
-                    params[key] = float(val)
-                except ValueError:
-                    raise SystemExit(f"{set_name}: {key} must be a number; got {val!r}") from None
+            params = dict(spec["params"]) | parse_comp_overrides(set_name, overrides)
             data.meta["train_transform"] = {**spec, "params": params}
         for seed in seeds:
             key = f"{set_name}/seed{seed}"
