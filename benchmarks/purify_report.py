@@ -470,6 +470,54 @@ def comp_table() -> str:
     return head + "\n".join(lines) + "\n" + avg
 
 
+# t* = 300 against t* = 400 at the current compensation (σ = 0.025), on one diffusion model (the t300_ds_b fit):
+# (tag, entry, label); the t* = 300 column is the σ = 0.025 sweep entry of the compensation ablation
+DEPTH = [("t300_ds_b", "A+B+C@noise_std=0.025", "t* = 300"), ("t400_ds_b", "A+B+C", "t* = 400")]
+
+
+def depth_table() -> str:
+    """ECLIPSE at t* = 300 and t* = 400 (σ = 0.025, despeckle, one diffusion model): accuracy in % (recovery against
+    the efficacy table's references), purification seconds, the average recovery over the attacks both columns
+    have, and the clean-data cost against the same machine's clean reference."""
+    _, rows = collect()
+    ref = _acc(_load(RES / "eclipse_clean_comp.json").get("entries", {}), "none")
+    lines, recs, cost = [], {tag: {} for tag, _, _ in DEPTH}, {}
+    for a in [*ATTACKS, "clean"]:
+        ents = [_load(RES / f"eclipse_{a}_{tag}.json").get("entries", {}).get(mode, {}) for tag, mode, _ in DEPTH]
+        if not any(e.get("done") for e in ents):
+            continue
+        r, cells = rows[a], []
+        for (tag, _, _), e in zip(DEPTH, ents, strict=True):
+            acc = e.get("test_acc") if e.get("done") else None
+            if acc is None:
+                cells.append("—")
+                continue
+            secs = f", {e['purify_seconds']:.0f} s" if e.get("purify_seconds") else ""
+            if a == "clean":
+                if ref is not None:
+                    cost[tag] = 100 * (ref - acc)
+                cells.append(_pct(acc) + (f" (cost {cost[tag]:.2f})" if tag in cost else "") + secs)
+            else:
+                rr = _ratio(acc, r["none"], r["clean_ref"])
+                if rr is not None:
+                    recs[tag][a] = rr
+                cells.append(_pct(acc) + (f" ({rr:.3f})" if rr is not None else "") + secs)
+        none = _pct(ref) if a == "clean" else _pct(r["none"])
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {none} | " + " | ".join(cells) + " |")
+    if not lines:
+        return "Not measured yet.\n"
+    head = ("| attack | no defense | " + " | ".join(label for _, _, label in DEPTH) + " |\n|"
+            + "---|" * (len(DEPTH) + 2) + "\n")
+    common = sorted(set.intersection(*(set(recs[tag]) for tag, _, _ in DEPTH)))
+    note = ""
+    if common:
+        note = (f"\nAverage recovery over the {len(common)} attack(s) in both columns "
+                f"({', '.join(a.upper() for a in common)}): "
+                + "; ".join(f"{label} **{statistics.mean(recs[tag][a] for a in common):.3f}**"
+                            for tag, _, label in DEPTH) + ".\n")
+    return head + "\n".join(lines) + "\n" + note
+
+
 def despeckle_fidelity_table() -> str:
     """benchmarks/despeckle_fidelity.py: per threshold, the filter on clean images and on each attack."""
     d = _load(RES / "despeckle_fidelity.json")
@@ -614,6 +662,7 @@ def main() -> None:
     replace_block(ecl, "despeckle_fidelity", despeckle_fidelity_table())
     replace_block(ecl, "ds_variants", ds_variants_table())
     replace_block(ecl, "comp", comp_table())
+    replace_block(ecl, "depth", depth_table())
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", dvae_cost_table())
