@@ -160,18 +160,22 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
 
 
 def same_machine_clean_ref(run: dict) -> float | None:
-    """The undefended clean accuracy (a ``none`` entry of any clean-data run) measured on the machine ``run`` ran on
-    (same recorded platform string, which names the VM), or None. Machines of one reported kind differ by about a
-    point on the same seed (80.57 on 2026-11-24 against 81.42 since), so a cost is fairest against its own machine."""
+    """The undefended clean accuracy (a ``none`` entry of a clean-data run) measured on the machine ``run`` ran on
+    (same recorded platform string, which names the VM) with the same classifier recipe and seed, or None. Machines
+    of one reported kind differ by about a point on the same seed (80.57 on 2026-11-24 against 81.42 since), so a
+    cost is fairest against its own machine; a longer recipe (``--tag t200_e18``: 86.44) is no reference for it.
+    Several matching references are averaged (on one machine the recipe is deterministic, so they agree)."""
     platform = (run.get("machine") or {}).get("platform")
     if not platform:
         return None
+    refs = []
     for f in sorted(RES.glob("*_clean_*.json")):
         d = _load(f)
         acc = _acc(d.get("entries", {}), "none")
-        if acc is not None and (d.get("machine") or {}).get("platform") == platform:
-            return acc
-    return None
+        if (acc is not None and (d.get("machine") or {}).get("platform") == platform
+                and d.get("seed") == run.get("seed") and d.get("train_config") == run.get("train_config")):
+            refs.append(acc)
+    return statistics.mean(refs) if refs else None
 
 
 def efficacy_table(method: str, label: str) -> str:
