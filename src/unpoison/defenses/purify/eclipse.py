@@ -24,7 +24,7 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
    official code does (``train_on(..., train_transform="once")`` applies it a single time, as the paper's
    Algorithm 1 reads).
 
-The CPU defaults (a 0.93M-parameter UNet, 800 steps at batch 128 and lr 1e-3 on timesteps < 400 only, t* = 300,
+The CPU defaults (a 0.93M-parameter UNet, 800 steps at batch 128 and lr 1e-3 on timesteps < 400 only, t* = 400,
 10 respaced steps) are set by step cost so that fit + purify of the 20,000-image ``cpu`` pool fits in 30 minutes on
 2 cores (measured at these defaults on two AMD EPYC machines: 10–15 min to fit and 8–10 min to purify;
 docs/eclipse.md, "Cost"); ``paper`` holds the published setting. See docs/eclipse.md and
@@ -114,11 +114,11 @@ class EclipseConfig(Config):
     sparse_size: int = 0  # B given directly (0 = use sparse_fraction)
     copies: int = 4  # M exact duplicates added to the sparse set: (M + 1)·B images (paper M = 4)
     # purification
-    # noise to step t* of T (paper 100). 300 by measurement with the despeckle filter on (docs/eclipse.md, "With the
-    # filter", 2026-12-05): against t* = 200 average recovery 0.781 → 0.809 over LSP, AR, OPS, EM, TAP, REM (TAP
-    # 0.491 → 0.646; REM −0.8, OPS −0.3) at clean cost 4.89 points against 5.30. t* = 200 had beaten the
-    # paper's 100 on all six (0.673 against 0.539, "Larger t*"); t* = 400 costs 6.21 points on clean data.
-    t_star: int = 300
+    # noise to step t* of T (paper 100). 400 by measurement (docs/eclipse.md, "t* = 400 at σ = 0.025", 2026-12-05,
+    # one diffusion model, one classifier seed, despeckle on, σ = 0.025): against t* = 300 average recovery 0.798 →
+    # 0.820 over seven attacks (TAP 0.579 → 0.696, SEP 0.639 → 0.764; AR, EM, REM, OPS lose 0.9–1.2 points) at
+    # clean-data cost 4.35 points against 4.01 (3.36–4.35 over three classifier seeds, mean 3.81). Earlier steps: 100 → 200 → 300 (sections "Larger t*", "With the filter").
+    t_star: int = 400
     sampler: Literal["ancestral", "respaced", "ddim"] = "respaced"  # paper: ancestral, every step t*-1 … 0
     steps: int = 10  # reverse steps for respaced / ddim (ignored by ancestral)
     # not in the paper (0 there): switching median filter before noising, threshold on the [0, 1] scale (0 = off).
@@ -139,9 +139,9 @@ class EclipseConfig(Config):
     # initial weights. 0.99 averages over the last ~100 steps and leaves 0.99^800 ≈ 3e-4 of the initialisation.
     ema_decay: float = 0.99
     vlb_weight: float = 0.001  # λ of the hybrid loss
-    # train only timesteps < train_t_max (0 = all T): purification visits t < t* only. 400, not t*, so one model
-    # also serves t* = 400 (--set t_star=400); it costs nothing measurable at t* = 100 (clean PSNR 34.01 against
-    # 34.08 dB for a model trained on t < 100, docs/eclipse.md "Larger t*")
+    # train only timesteps < train_t_max (0 = all T): purification visits t < t* only (the default t* = 400 starts at
+    # index 399). Training on more than t* visits costs nothing measurable (at t* = 100: clean PSNR 34.01 against
+    # 34.08 dB for a model trained on t < 100, docs/eclipse.md "Larger t*"), so one model serves every t* ≤ 400
     train_t_max: int = 400
     # corruption compensation (training-time transform); both 0 = none (diffusion purification only)
     gray_p: float = 0.4
