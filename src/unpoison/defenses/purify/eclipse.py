@@ -117,7 +117,8 @@ class EclipseConfig(Config):
     # noise to step t* of T (paper 100). 400 by measurement (docs/eclipse.md, "t* = 400 at σ = 0.025", 2026-12-05,
     # one diffusion model, one classifier seed, despeckle on, σ = 0.025): against t* = 300 average recovery 0.798 →
     # 0.820 over seven attacks (TAP 0.579 → 0.696, SEP 0.639 → 0.764; AR, EM, REM, OPS lose 0.9–1.2 points) at
-    # clean-data cost 4.35 points against 4.01 (3.36–4.35 over three classifier seeds, mean 3.81). Earlier steps: 100 → 200 → 300 (sections "Larger t*", "With the filter").
+    # clean-data cost 4.35 points against 4.01 (3.36–4.35 over three classifier seeds, mean 3.81). Earlier steps:
+    # 100 → 200 → 300 (sections "Larger t*", "With the filter").
     t_star: int = 400
     sampler: Literal["ancestral", "respaced", "ddim"] = "respaced"  # paper: ancestral, every step t*-1 … 0
     steps: int = 10  # reverse steps for respaced / ddim (ignored by ancestral)
