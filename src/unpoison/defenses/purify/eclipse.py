@@ -27,8 +27,8 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
 The CPU defaults (a 0.93M-parameter UNet, 800 steps at batch 128 and lr 1e-3 on timesteps < 400 only, t* = 400,
 10 respaced steps) are set by step cost so that fit + purify of the 20,000-image ``cpu`` pool fits in 30 minutes on
 2 cores (measured on AMD EPYC machines: 10–15 min to fit, and 11–14 min to purify at t* = 400, where t* = 300
-took 8–10; docs/eclipse.md, "Cost" and "t* = 400 at σ = 0.025"); ``paper`` holds the published setting. See docs/eclipse.md and
-benchmarks/eclipse_{bench,speed}.py.
+took 8–10; docs/eclipse.md, "Cost" and "t* = 400 at σ = 0.025"); ``paper`` holds the published setting. See
+docs/eclipse.md and benchmarks/eclipse_{bench,speed}.py.
 """
 
 from __future__ import annotations
