@@ -366,52 +366,69 @@ def despeckle_table() -> str:
     return head + "\n".join(lines) + note
 
 
-# ECLIPSE with the despeckle filter, tagged runs beside the t200_ds runs: what one shortcut (training the
-# diffusion model only on the timesteps purification visits) costs in accuracy, and t* = 300
-# (the column at the current defaults is marked by ds_variants_table, from the runs' recorded settings)
-DS_VARIANTS = [("t200_ds", "t* = 200, model trained on t < 400"),
-               ("t200_ds_allT", "t* = 200, model trained on all 4,000 timesteps"),
-               ("t300_ds", "t* = 300, model trained on t < 400")]
+# One ECLIPSE column: (run tag, entry mode, column label); the run file is eclipse_{attack}_{tag}.json.
+Column = tuple[str, str, str]
+
+
+def column_table(columns: list[Column], *, seconds: bool = False) -> str:
+    """ECLIPSE runs side by side, one column per (tag, mode): accuracy in % with the recovery against the efficacy
+    table's references (attacks) or the cost against the same machine's clean reference (clean row), optionally the
+    purification seconds, and the average recovery of each column over the attacks every compared column has (a fair
+    comparison, which the table's own average is not). Rows with no entry in any column are left out."""
+    _, rows = collect()
+    lines, recs, foreign = [], {label: {} for *_, label in columns}, False
+    for a in [*ATTACKS, "clean"]:
+        files = {tag: _load(RES / f"eclipse_{a}_{tag}.json") for tag, _, _ in columns}
+        ents = [files[tag].get("entries", {}).get(mode, {}) for tag, mode, _ in columns]
+        if not any(e.get("done") for e in ents):
+            continue
+        r, cells, ref = rows[a], [], None
+        for (tag, _, label), e in zip(columns, ents, strict=True):
+            acc = e.get("test_acc") if e.get("done") else None
+            if acc is None:
+                cells.append("—")
+                continue
+            secs = f", {e['purify_seconds']:.0f} s" if seconds and e.get("purify_seconds") else ""
+            if a == "clean":
+                own, mark = same_machine_clean_ref(files[tag]), ""
+                if own is None:  # no same-machine reference: the efficacy table's, marked as such
+                    own, mark = r["clean_ref"], "†"
+                    foreign = True
+                ref = own if ref is None else ref
+                cells.append(_pct(acc) + f" (cost {100 * (own - acc):.2f}{mark})" + secs)
+            else:
+                rr = _ratio(acc, r["none"], r["clean_ref"])
+                if rr is not None:
+                    recs[label][a] = rr
+                cells.append(_pct(acc) + (f" ({rr:.3f})" if rr is not None else "") + secs)
+        none = _pct(ref if a == "clean" and ref is not None else r["none"])
+        lines.append(f"| {a if a == 'clean' else a.upper()} | {none} | " + " | ".join(cells) + " |")
+    if not lines:
+        return "Not measured yet.\n"
+    head = ("| attack | no defense | " + " | ".join(label for *_, label in columns) + " |\n|"
+            + "---|" * (len(columns) + 2) + "\n")
+    cols = [label for *_, label in columns if len(recs[label]) >= 2]
+    common = sorted(set.intersection(*(set(recs[c]) for c in cols))) if cols else []
+    note = ""
+    if len(common) >= 2:
+        note = (f"\nAverage recovery over the {len(common)} attacks measured in each of these columns "
+                f"({', '.join(a.upper() for a in common)}): "
+                + "; ".join(f"{c} **{statistics.mean(recs[c][a] for a in common):.3f}**" for c in cols) + ".\n")
+    if foreign:
+        note += ("\n† against the efficacy table's clean reference: no clean reference with the same classifier recipe "
+                 "and seed was measured on that run's machine.\n")
+    return head + "\n".join(lines) + "\n" + note
+
+
+# What training the diffusion model only on the timesteps purification visits (t < train_t_max) costs in accuracy,
+# and t* = 300, with the despeckle filter (2026-12-05)
+DS_VARIANTS: list[Column] = [("t200_ds", "A+B+C", "t* = 200, model trained on t < 400"),
+                             ("t200_ds_allT", "A+B+C", "t* = 200, model trained on all 4,000 timesteps"),
+                             ("t300_ds", "A+B+C", "t* = 300, model trained on t < 400")]
 
 
 def ds_variants_table() -> str:
-    """ECLIPSE + despeckle at the tagged settings of ``DS_VARIANTS``: accuracy in % (recovery), the purification
-    seconds, and per column the average recovery over the attacks measured in it and in the first column."""
-    _, rows = collect()
-    at_defaults = eclipse_default_run("clean").get("file")  # the tagged clean run whose settings are the defaults
-    labels = {tag: text + (" (default)" if at_defaults == f"eclipse_clean_{tag}" else "") for tag, text in DS_VARIANTS}
-    lines = []
-    pairs: dict[str, list[tuple[float, float]]] = {tag: [] for tag, _ in DS_VARIANTS[1:]}
-    cost: dict[str, float] = {}
-    for a in [*ATTACKS, "clean"]:
-        ents = {tag: _load(RES / f"eclipse_{a}_{tag}.json").get("entries", {}).get("A+B+C", {})
-                for tag, _ in DS_VARIANTS}
-        accs = {tag: e.get("test_acc") if e.get("done") else None for tag, e in ents.items()}
-        if all(v is None for tag, v in accs.items() if tag != DS_VARIANTS[0][0]):
-            continue
-        r = rows[a]
-        cells = []
-        for tag, _ in DS_VARIANTS:
-            acc, e = accs[tag], ents[tag]
-            rr = None if a == "clean" else _ratio(acc, r["none"], r["clean_ref"])
-            if a == "clean" and acc is not None:
-                cost[tag] = 100 * r["clean_ref"] - 100 * acc
-            base = None if a == "clean" else _ratio(accs[DS_VARIANTS[0][0]], r["none"], r["clean_ref"])
-            if tag in pairs and rr is not None and base is not None:
-                pairs[tag].append((base, rr))
-            cells.append("—" if acc is None else _pct(acc) + (f" ({rr:.3f})" if rr is not None else "")
-                         + f", {e['purify_seconds']:.0f} s")
-        lines.append(f"| {a if a == 'clean' else a.upper()} | {_pct(r['none'])} | " + " | ".join(cells) + " |")
-    if not lines:
-        return "Not measured yet.\n"
-    head = ("| attack | no defense | " + " | ".join(labels[tag] for tag, _ in DS_VARIANTS) + " |\n|---|---|"
-            + "---|" * len(DS_VARIANTS) + "\n")
-    notes = [f"{labels[tag]}: average recovery over the {len(pairs[tag])} attack(s) also in the first column "
-             f"{statistics.mean(b for b, _ in pairs[tag]):.3f} → "
-             f"{statistics.mean(x for _, x in pairs[tag]):.3f}"
-             for tag, _ in DS_VARIANTS[1:] if pairs[tag]]
-    notes += [f"clean-data cost at {labels[tag]}: {cost[tag]:.2f} points" for tag, _ in DS_VARIANTS if tag in cost]
-    return head + "\n".join(lines) + "\n\n" + "".join(f"- {n}.\n" for n in notes)
+    return column_table(DS_VARIANTS, seconds=True)
 
 
 COMP_TAG = "t300_ds_b"  # the compensation ablation at the current defaults (2026-12-05, one machine, one model)
@@ -420,106 +437,30 @@ COMP_MODES = [("A", "A (diffusion only)"), ("A+gray", "A + gray (B)"), ("A+noise
 
 
 def comp_table() -> str:
-    """Table 4 at the current defaults (t* = 300 + despeckle): each compensation variant on one purified set per
-    attack, plus B+C alone (no diffusion) on clean data; accuracy in % and, for the clean row, the cost against the
-    same machine's clean reference (``eclipse_clean_comp.json``, mode none)."""
-    _, rows = collect()
-    comp = _load(RES / "eclipse_clean_comp.json").get("entries", {})
-    ref = _acc(comp, "none")
-    files = {a: _load(RES / f"eclipse_{a}_{COMP_TAG}.json").get("entries", {}) for a in [*ATTACKS, "clean"]}
-    swept = sorted({m for ents in files.values() for m in ents if "@" in m})  # e.g. A+B+C@noise_std=0.025
+    """Table 4 at the t* = 300 defaults of 2026-12-05 (despeckle): each compensation variant on one purified set
+    per attack, the swept strengths (``A+B+C@noise_std=…``) after them, and B+C alone (no diffusion) on clean data
+    (``eclipse_clean_comp.json``)."""
+    files = [_load(RES / f"eclipse_{a}_{COMP_TAG}.json").get("entries", {}) for a in [*ATTACKS, "clean"]]
+    swept = sorted({m for ents in files for m in ents if "@" in m})  # e.g. A+B+C@noise_std=0.025
     sigmas = {((e.get("train_transform") or {}).get("params") or {}).get("noise_std")
-              for ents in files.values() for m, e in ents.items() if m == "A+B+C" and e.get("done")}
+              for ents in files for m, e in ents.items() if m == "A+B+C" and e.get("done")}
     if len(sigmas) > 1:  # one column must mean one setting
         raise SystemExit(f"the {COMP_TAG} A+B+C entries mix compensation noise {sorted(map(str, sigmas))}")
     sigma = next(iter(sigmas), None)
     abc_label = "A+B+C" if sigma is None else f"A+B+C, σ = {sigma:g}" + (" (paper)" if sigma == 0.05 else "")
-    modes = [(m, abc_label if m == "A+B+C" else label) for m, label in COMP_MODES]
-    modes += [(m, m.replace("@", ", ").replace("noise_std=", "σ = ").replace("gray_p=", "p = ")) for m in swept]
-    lines, recs = [], {}
-    for a, ents in files.items():
-        if not any(e.get("done") for e in ents.values()):
-            continue
-        r = rows[a]
-        cells = []
-        for mode, _ in modes:
-            acc = _acc(ents, mode)
-            if acc is None:
-                cells.append("—")
-            elif a == "clean":
-                cells.append(_pct(acc) + (f" (cost {100 * (ref - acc):.2f})" if ref is not None else ""))
-            else:
-                rr = _ratio(acc, r["none"], r["clean_ref"])
-                cells.append(_pct(acc) + (f" ({rr:.3f})" if rr is not None else ""))
-                if rr is not None:
-                    recs.setdefault(mode, {})[a] = rr
-        bc = _acc(comp, "B+C") if a == "clean" else None
-        bc_s = "—" if bc is None else _pct(bc) + (f" (cost {100 * (ref - bc):.2f})" if ref is not None else "")
-        none = _pct(ref) if a == "clean" else _pct(r["none"])
-        lines.append(f"| {a if a == 'clean' else a.upper()} | {none} | " + " | ".join(cells) + f" | {bc_s} |")
-    if not lines:
-        return "Not measured yet.\n"
-    head = ("| attack | no defense | " + " | ".join(label for _, label in modes) + " | B+C (no diffusion) |\n|"
-            + "---|" * (len(modes) + 3) + "\n")
-    # the columns' average recovery over the attacks every compared column has (a fair comparison, not the table's)
-    cols = [m for m, _ in modes if len(recs.get(m, {})) >= 2]
-    common = sorted(set.intersection(*(set(recs[m]) for m in cols))) if cols else []
-    avg = ""
-    if len(common) >= 2:
-        labels = dict(modes)
-        avg = (f"\nAverage recovery over the {len(common)} attacks measured in each of these columns "
-               f"({', '.join(a.upper() for a in common)}): "
-               + "; ".join(f"{labels[m]} **{sum(recs[m][a] for a in common) / len(common):.3f}**" for m in cols)
-               + ".\n")
-    return head + "\n".join(lines) + "\n" + avg
+    cols = [(COMP_TAG, m, abc_label if m == "A+B+C" else label) for m, label in COMP_MODES]
+    cols += [(COMP_TAG, m, m.replace("@", ", ").replace("noise_std=", "σ = ").replace("gray_p=", "p = "))
+             for m in swept]
+    return column_table([*cols, ("comp", "B+C", "B+C (no diffusion)")])
 
 
-# t* = 300 against t* = 400 at the current compensation (σ = 0.025), on one diffusion model (the t300_ds_b fit):
-# (tag, entry, label); the t* = 300 column is the σ = 0.025 sweep entry of the compensation ablation
-DEPTH = [("t300_ds_b", "A+B+C@noise_std=0.025", "t* = 300"), ("t400_ds_b", "A+B+C", "t* = 400")]
+# t* = 300 against t* = 400 at the current compensation (σ = 0.025), on one diffusion model (the t300_ds_b fit); the
+# t* = 300 column is the σ = 0.025 sweep entry of the compensation ablation
+DEPTH: list[Column] = [("t300_ds_b", "A+B+C@noise_std=0.025", "t* = 300"), ("t400_ds_b", "A+B+C", "t* = 400")]
 
 
 def depth_table() -> str:
-    """ECLIPSE at t* = 300 and t* = 400 (σ = 0.025, despeckle, one diffusion model): accuracy in % (recovery against
-    the efficacy table's references), purification seconds, the average recovery over the attacks both columns
-    have, and the clean-data cost against the same machine's clean reference."""
-    _, rows = collect()
-    ref = _acc(_load(RES / "eclipse_clean_comp.json").get("entries", {}), "none")
-    lines, recs, cost = [], {tag: {} for tag, _, _ in DEPTH}, {}
-    for a in [*ATTACKS, "clean"]:
-        ents = [_load(RES / f"eclipse_{a}_{tag}.json").get("entries", {}).get(mode, {}) for tag, mode, _ in DEPTH]
-        if not any(e.get("done") for e in ents):
-            continue
-        r, cells = rows[a], []
-        for (tag, _, _), e in zip(DEPTH, ents, strict=True):
-            acc = e.get("test_acc") if e.get("done") else None
-            if acc is None:
-                cells.append("—")
-                continue
-            secs = f", {e['purify_seconds']:.0f} s" if e.get("purify_seconds") else ""
-            if a == "clean":
-                if ref is not None:
-                    cost[tag] = 100 * (ref - acc)
-                cells.append(_pct(acc) + (f" (cost {cost[tag]:.2f})" if tag in cost else "") + secs)
-            else:
-                rr = _ratio(acc, r["none"], r["clean_ref"])
-                if rr is not None:
-                    recs[tag][a] = rr
-                cells.append(_pct(acc) + (f" ({rr:.3f})" if rr is not None else "") + secs)
-        none = _pct(ref) if a == "clean" else _pct(r["none"])
-        lines.append(f"| {a if a == 'clean' else a.upper()} | {none} | " + " | ".join(cells) + " |")
-    if not lines:
-        return "Not measured yet.\n"
-    head = ("| attack | no defense | " + " | ".join(label for _, _, label in DEPTH) + " |\n|"
-            + "---|" * (len(DEPTH) + 2) + "\n")
-    common = sorted(set.intersection(*(set(recs[tag]) for tag, _, _ in DEPTH)))
-    note = ""
-    if common:
-        note = (f"\nAverage recovery over the {len(common)} attack(s) in both columns "
-                f"({', '.join(a.upper() for a in common)}): "
-                + "; ".join(f"{label} **{statistics.mean(recs[tag][a] for a in common):.3f}**"
-                            for tag, _, label in DEPTH) + ".\n")
-    return head + "\n".join(lines) + "\n" + note
+    return column_table(DEPTH, seconds=True)
 
 
 def despeckle_fidelity_table() -> str:
