@@ -58,7 +58,8 @@ def _setting(cfg: dict) -> dict:
     epochs = DVAEConfig(epochs=int(cfg["epochs"]), stage2_epochs=int(cfg.get("stage2_epochs", 0)))
     return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs.stage_epochs(1),
             "stage2_epochs": epochs.stage_epochs(2),  # stage 2's effective epochs, as the purifier counts them
-            "despeckle": float(cfg.get("despeckle", 0.0))}  # off in every run before the option existed
+            "despeckle": float(cfg.get("despeckle", 0.0)),  # off in every run before the option existed
+            "compensation": (float(cfg.get("gray_p", 0.0)), float(cfg.get("noise_std", 0.0)))}  # likewise
 
 
 def _dvae_run_files(attack: str) -> list[Path]:

@@ -17,6 +17,7 @@ from unpoison.defenses import PURIFIERS, create_purifier
 from unpoison.defenses.purify.despeckle import despeckle
 from unpoison.defenses.purify.dvae import DVAE, DVAEConfig, gaussian_kl, vae_loss
 from unpoison.errors import UnpoisonError
+from unpoison.training import resolve_train_transform
 
 TINY = dict(width=8, feat_channels=8, latent_channels=8, dec_widths=(8, 4), batch_size=16)
 
@@ -176,6 +177,32 @@ def test_stage1_checkpoint_is_reused_by_other_stage2_settings(tmp_path):
     assert len(list((tmp_path / "ck").glob("stage2-*.safetensors"))) == 2
     with pytest.raises(UnpoisonError, match="another run"):
         create_purifier("dvae", **kw, kappa1=0.5, checkpoint_dir=ck).fit(ds)
+
+
+def test_compensation_rides_on_the_purified_set_and_reuses_every_stage(tmp_path):
+    """gray_p/noise_std attach ECLIPSE's compensation as the set's training-time transform (the trainer applies it);
+    they change no stage, so both stages resume from the run without them and the images are identical."""
+    ds = _synthetic(n=32, k=4)
+    kw = dict(TINY, epochs=1)
+    ck = str(tmp_path / "ck")
+    plain = create_purifier("dvae", **kw, checkpoint_dir=ck).fit_purify(ds)
+    assert "train_transform" not in plain.meta
+    comp = create_purifier("dvae", **kw, gray_p=0.4, noise_std=0.025, checkpoint_dir=ck)
+    out = comp.fit_purify(ds.with_images(ds.images, train_transform={"name": "x", "params": {}}))
+    assert comp.stage_info[1]["resumed_from_epoch"] == 1 and comp.stage_info[2]["resumed_from_epoch"] == 1
+    assert np.array_equal(out.images, plain.images)
+    assert out.meta["train_transform"] == {"name": "eclipse_compensation",
+                                           "params": {"gray_p": 0.4, "noise_std": 0.025}}
+    tf = resolve_train_transform(out.meta["train_transform"])
+    x = torch.full((2000, 3, 4, 4), 0.5)
+    y = tf(x, torch.Generator().manual_seed(0))
+    gray = (y[:, 0] == y[:, 1]).all(-1).all(-1) & (y[:, 1] == y[:, 2]).all(-1).all(-1)
+    assert y.std().item() == pytest.approx(0.025, rel=0.1) and not gray.all()  # noise per channel, as ECLIPSE's
+    off = create_purifier("dvae", **kw).fit_purify(ds.with_images(ds.images, train_transform={"name": "x"}))
+    assert "train_transform" not in off.meta  # an inherited transform no longer applies to the purified images
+    assert "gray_p" not in create_purifier("dvae").config.fingerprint_dict()  # off keeps the old keys
+    with pytest.raises(UnpoisonError, match="noise_std"):
+        create_purifier("dvae", noise_std=-1.0)
 
 
 def test_latent_mode_is_a_purification_setting_that_retrains_stage_2_only(tmp_path):

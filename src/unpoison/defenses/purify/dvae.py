@@ -41,6 +41,7 @@ from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset
 from unpoison.defenses.base import Purifier, register_purifier
 from unpoison.defenses.purify.despeckle import despeckle
+from unpoison.defenses.purify.eclipse import compensation_spec
 from unpoison.errors import UnpoisonError
 from unpoison.metrics import psnr_from_mse
 from unpoison.utils.device import select_device
@@ -51,6 +52,7 @@ from unpoison.utils.seed import derive_seed, torch_generator
 # --------------------------------------------------------------------------------------------------------------------
 # Configs
 # --------------------------------------------------------------------------------------------------------------------
+_TRANSFORM_ONLY = ("gray_p", "noise_std")  # set the purified set's training-time transform; no stage depends on them
 _RUNTIME = ("device", "progress", "checkpoint_dir", "perturbation_grid")  # do not change what is computed
 
 
@@ -79,6 +81,11 @@ class VAEConfig(Config):
     # ECLIPSE's ``despeckle``: removes OPS-style one-pixel shortcuts, leaves clean images almost untouched
     # (:mod:`unpoison.defenses.purify.despeckle`).
     despeckle: float = 0.0
+    # ECLIPSE's corruption compensation carried by the purified set as its training-time transform (random grayscale
+    # with probability gray_p, then N(0, noise_std²), redrawn every epoch); both 0 = none, as the paper. Not in the
+    # paper: an option for sample-wise noise poisons (TAP, SEP), where it helps ECLIPSE (docs/dvae.md, "Compensation").
+    gray_p: float = 0.0
+    noise_std: float = 0.0
     seed: int = 0
     device: str = "auto"
     checkpoint_dir: str = ""  # resumable state (safetensors + JSON) per stage; "" = none
@@ -98,11 +105,14 @@ class VAEConfig(Config):
         check(self.kl_weight >= 0, f"kl_weight must be ≥ 0; got {self.kl_weight}")
         check(self.eval_batch_size >= 1, f"eval_batch_size must be ≥ 1; got {self.eval_batch_size}")
         check(0.0 <= self.despeckle < 1.0, f"despeckle must be in [0, 1) (0 = off); got {self.despeckle}")
+        check(0.0 <= self.gray_p <= 1.0, f"gray_p must be in [0, 1]; got {self.gray_p}")
+        check(self.noise_std >= 0, f"noise_std must be ≥ 0; got {self.noise_std}")
 
     def fingerprint_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME}
-        if not d.get("despeckle"):  # off: the key of checkpoints written before the option existed
-            d.pop("despeckle", None)
+        for k in ("despeckle", "gray_p", "noise_std"):  # off: the key of checkpoints written before they existed
+            if not d.get(k):
+                d.pop(k, None)
         return d
 
 
@@ -137,7 +147,8 @@ class DVAEConfig(VAEConfig):
     perturbation_grid: str = ""  # if set, purify() writes the per-class perturbation estimates as a PNG here
 
     PRESETS = {"paper": {**_PAPER_ARCH, "stage2_epochs": 0, "kappa1": 1.0, "kappa2": 3.0, "latent": "sample",
-                         "stages": 2, "p_energy": 0.002, "despeckle": 0.0}}
+                         "stages": 2, "p_energy": 0.002, "despeckle": 0.0, "gray_p": 0.0,
+                         "noise_std": 0.0}}
 
     def validate(self) -> None:
         super().validate()
@@ -593,8 +604,14 @@ class _VAEPurifier(Purifier):
         self._after_purify()
         images = out.permute(0, 2, 3, 1).contiguous().numpy()
         info = {str(k): v for k, v in self.stage_info.items()}
-        return ds.with_images(images, purified=self.record(stages=info,
-                                                           purify_seconds=round(time.perf_counter() - t0, 2)))
+        meta: dict[str, Any] = {"purified": self.record(stages=info, purify_seconds=round(time.perf_counter() - t0, 2))}
+        comp = compensation_spec(self.config.gray_p, self.config.noise_std)
+        if comp is not None:
+            meta["train_transform"] = comp
+        new = ds.with_images(images, **meta)
+        if comp is None:
+            new.meta.pop("train_transform", None)  # a transform inherited from the input no longer applies
+        return new
 
     def _require_fit(self) -> None:
         if not self.complete:
@@ -627,7 +644,7 @@ class DVAEPurifier(_VAEPurifier):
     # switching latent=sample/mean retrains stage 2 only.
     later_stage_fields = {2: ("kappa2", "latent", "eval_batch_size")}
     # stage2_epochs enters stage 2's key through _epochs (as the effective count), so 0 and ``epochs`` share a key
-    no_stage_fields = ("stages", "stage2_epochs")
+    no_stage_fields = ("stages", "stage2_epochs", *_TRANSFORM_ONLY)
 
     def _build(self, stage: int, ds: ImageDataset) -> RateVAE:
         h, w, c = ds.image_shape

@@ -91,6 +91,14 @@ def eclipse_compensation(gray_p: float = 0.4, noise_std: float = 0.05, quantize:
 TRAIN_TRANSFORMS.register("eclipse_compensation", eclipse_compensation)
 
 
+def compensation_spec(gray_p: float, noise_std: float) -> dict[str, Any] | None:
+    """The ``meta["train_transform"]`` entry a purified set carries for this compensation; None when both are 0.
+    Any purifier may attach it (D-VAE does as an option), so ``unpoison train`` applies it as it does ECLIPSE's."""
+    if gray_p == 0 and noise_std == 0:
+        return None
+    return {"name": "eclipse_compensation", "params": {"gray_p": gray_p, "noise_std": noise_std}}
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------------------------------
@@ -201,9 +209,7 @@ class EclipseConfig(Config):
         return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
 
     def compensation(self) -> dict[str, Any] | None:
-        if self.gray_p == 0 and self.noise_std == 0:
-            return None
-        return {"name": "eclipse_compensation", "params": {"gray_p": self.gray_p, "noise_std": self.noise_std}}
+        return compensation_spec(self.gray_p, self.noise_std)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -428,4 +434,4 @@ class EclipsePurifier(Purifier):
         return new
 
 
-__all__ = ["EclipseConfig", "EclipsePurifier", "eclipse_compensation"]
+__all__ = ["EclipseConfig", "EclipsePurifier", "compensation_spec", "eclipse_compensation"]

@@ -17,7 +17,7 @@ import torch
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset
 from unpoison.defenses.base import register_purifier
-from unpoison.defenses.purify.dvae import _PAPER_ARCH, RateVAE, VAEConfig, _VAEPurifier
+from unpoison.defenses.purify.dvae import _PAPER_ARCH, _TRANSFORM_ONLY, RateVAE, VAEConfig, _VAEPurifier
 
 
 @dataclasses.dataclass
@@ -38,7 +38,8 @@ class RCVAEPurifier(_VAEPurifier):
     summary = "Rate-constrained VAE reconstruction (D-VAE paper, Sec. 3): KL held at kappa; no clean data"
 
     config: RCVAEConfig
-    no_stage_fields = ("latent", "eval_batch_size")  # purification-time only: its one stage trains the same
+    # purification-time only: its one stage trains the same
+    no_stage_fields = ("latent", "eval_batch_size", *_TRANSFORM_ONLY)
 
     def _build(self, stage: int, ds: ImageDataset) -> RateVAE:
         h, w, c = ds.image_shape
