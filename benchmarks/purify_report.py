@@ -458,10 +458,18 @@ def comp_table() -> str:
 # t* = 300 against t* = 400 at the current compensation (σ = 0.025), on one diffusion model (the t300_ds_b fit); the
 # t* = 300 column is the σ = 0.025 sweep entry of the compensation ablation
 DEPTH: list[Column] = [("t300_ds_b", "A+B+C@noise_std=0.025", "t* = 300"), ("t400_ds_b", "A+B+C", "t* = 400")]
+# the compensation swept at t* = 400 on the same purified sets: training-only variants (2026-12-06)
+SWEEP400: list[Column] = [("t400_ds_b", "A+B+C", "p = 0.4, σ = 0.025 (default)"),
+                          ("t400_ds_b", "A+B+C@noise_std=0.0375", "p = 0.4, σ = 0.0375"),
+                          ("t400_ds_b", "A+B+C@gray_p=0.6", "p = 0.6, σ = 0.025")]
 
 
 def depth_table() -> str:
     return column_table(DEPTH, seconds=True)
+
+
+def sweep400_table() -> str:
+    return column_table(SWEEP400)
 
 
 def despeckle_fidelity_table() -> str:
@@ -609,6 +617,7 @@ def main() -> None:
     replace_block(ecl, "ds_variants", ds_variants_table())
     replace_block(ecl, "comp", comp_table())
     replace_block(ecl, "depth", depth_table())
+    replace_block(ecl, "sweep400", sweep400_table())
     replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
     replace_block(dv, "ablation", dvae_ablation_table())
     replace_block(dv, "cost", dvae_cost_table())

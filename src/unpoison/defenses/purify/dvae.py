@@ -41,7 +41,7 @@ from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset
 from unpoison.defenses.base import Purifier, register_purifier
 from unpoison.defenses.purify.despeckle import despeckle
-from unpoison.defenses.purify.eclipse import compensation_spec
+from unpoison.defenses.purify.eclipse import attach_compensation, compensation_spec
 from unpoison.errors import UnpoisonError
 from unpoison.metrics import psnr_from_mse
 from unpoison.utils.device import select_device
@@ -604,14 +604,9 @@ class _VAEPurifier(Purifier):
         self._after_purify()
         images = out.permute(0, 2, 3, 1).contiguous().numpy()
         info = {str(k): v for k, v in self.stage_info.items()}
-        meta: dict[str, Any] = {"purified": self.record(stages=info, purify_seconds=round(time.perf_counter() - t0, 2))}
-        comp = compensation_spec(self.config.gray_p, self.config.noise_std)
-        if comp is not None:
-            meta["train_transform"] = comp
-        new = ds.with_images(images, **meta)
-        if comp is None:
-            new.meta.pop("train_transform", None)  # a transform inherited from the input no longer applies
-        return new
+        new = ds.with_images(images, purified=self.record(stages=info,
+                                                          purify_seconds=round(time.perf_counter() - t0, 2)))
+        return attach_compensation(new, compensation_spec(self.config.gray_p, self.config.noise_std))
 
     def _require_fit(self) -> None:
         if not self.complete:

@@ -99,6 +99,16 @@ def compensation_spec(gray_p: float, noise_std: float) -> dict[str, Any] | None:
     return {"name": "eclipse_compensation", "params": {"gray_p": gray_p, "noise_std": noise_std}}
 
 
+def attach_compensation(purified: ImageDataset, spec: dict[str, Any] | None) -> ImageDataset:
+    """Set the training-time transform of a freshly purified set (its own meta copy) to ``spec``, or drop it when
+    None: a transform inherited from the input no longer applies to the purified images."""
+    if spec is None:
+        purified.meta.pop("train_transform", None)
+    else:
+        purified.meta["train_transform"] = spec
+    return purified
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------------------------------
@@ -425,13 +435,7 @@ class EclipsePurifier(Purifier):
         meta: dict[str, Any] = {"purified": self.record(model=info, fit_seconds=round(self.fit_seconds, 2),
                                                         purify_seconds=round(secs, 2),
                                                         purify_precision=precision_name(amp))}
-        comp = cfg.compensation()
-        if comp is not None:
-            meta["train_transform"] = comp
-        new = ds.with_images(out, **meta)
-        if comp is None:
-            new.meta.pop("train_transform", None)  # a transform inherited from the input no longer applies
-        return new
+        return attach_compensation(ds.with_images(out, **meta), cfg.compensation())
 
 
-__all__ = ["EclipseConfig", "EclipsePurifier", "compensation_spec", "eclipse_compensation"]
+__all__ = ["EclipseConfig", "EclipsePurifier", "attach_compensation", "compensation_spec", "eclipse_compensation"]
