@@ -35,6 +35,7 @@ ATTACKS = ["lsp", "ar", "ops", "urp", "em", "tap", "rem", "sep"]
 MIN_GAP = 0.10  # below this clean − poisoned gap the recovery ratio is meaningless
 
 
+@functools.cache  # the tables read many files several times; one report reads each once (never mutated)
 def _load(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
