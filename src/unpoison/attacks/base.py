@@ -107,6 +107,26 @@ def create_attack(name: str, config: Config | None = None, **params: Any) -> Att
     return ATTACKS.get(name)(config, **params)
 
 
+def quantise_l2(delta: np.ndarray, budget: float, iters: int) -> np.ndarray:
+    """Integer perturbations (n, ...) in 1/255 units: round(s·255·δ) with the largest s per row whose L2 ≤ budget,
+    for δ with L2 = budget per row (LSP's class patterns, AR's per-image noise).
+
+    ||round(s·v)|| never decreases as s grows, so a bisection per row (vectorised over rows) finds that s; s = 2
+    always overshoots (rounding moves each value by ≤ 0.5). Computed in ``delta``'s dtype. Beyond ±255 a value only
+    saturates after clipping, so the cap keeps int16 safe and never raises the norm.
+    """
+    n = len(delta)
+    v = delta.reshape(n, -1) * 255.0
+    limit = (budget * 255.0) ** 2 * (1 - 1e-6)  # a hair of slack for float32 norm measurement
+    lo, hi = np.zeros(n), np.full(n, 2.0)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        fits = (np.rint(v * mid[:, None]) ** 2).sum(axis=1) <= limit
+        lo = np.where(fits, mid, lo)
+        hi = np.where(fits, hi, mid)
+    return np.clip(np.rint(v * lo[:, None]), -255, 255).astype(np.int16).reshape(delta.shape)
+
+
 def measure_norms(poisoned: np.ndarray, clean: np.ndarray, norm: str, chunk: int = 4096) -> np.ndarray:
     """Per-sample perturbation norm on the [0, 1] scale: 'linf', 'l2' or 'l0' (pixels changed).
 

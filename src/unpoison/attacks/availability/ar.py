@@ -34,7 +34,7 @@ import dataclasses
 
 import numpy as np
 
-from unpoison.attacks.base import Attack, measure_norms, register_attack
+from unpoison.attacks.base import Attack, measure_norms, quantise_l2, register_attack
 from unpoison.attacks.labelmaps import choose_poison_indices
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
@@ -81,20 +81,6 @@ def ar_generate(coef: np.ndarray, start: np.ndarray) -> np.ndarray:
         cols = (j[:, None, None] + off[None, None, :]).repeat(w, axis=1)
         x[:, :, i, j] = np.einsum("ncpab,ncab->ncp", x[:, :, rows, cols], coef)
     return x
-
-
-def _quantise_l2(delta: np.ndarray, budget: float, iters: int = 30) -> np.ndarray:
-    """Integer perturbations (n, ...) in 1/255 units: round(s·255·δ), largest s per image with L2 ≤ budget."""
-    n = len(delta)
-    v = delta.reshape(n, -1) * 255.0
-    limit = (budget * 255.0) ** 2 * (1 - 1e-6)  # a hair of slack for float32 norm measurement
-    lo, hi = np.zeros(n), np.full(n, 2.0)  # δ has L2 = budget, so s = 2 always overshoots
-    for _ in range(iters):  # ||round(s·v)|| is non-decreasing in s, so bisection finds the largest fitting s
-        mid = (lo + hi) / 2
-        fits = (np.rint(v * mid[:, None]) ** 2).sum(axis=1) <= limit
-        lo = np.where(fits, mid, lo)
-        hi = np.where(fits, hi, mid)
-    return np.clip(np.rint(v * lo[:, None]), -255, 255).astype(np.int16).reshape(delta.shape)
 
 
 @register_attack
@@ -176,7 +162,7 @@ class AR(Attack):
         rng = numpy_rng("ar", "starts", seed)
         for s in range(0, len(chosen), _CHUNK):
             part = chosen[s:s + _CHUNK]
-            q = _quantise_l2(self.perturbations(coef, ds.labels[part], ds.image_shape, rng), cfg.budget)
+            q = quantise_l2(self.perturbations(coef, ds.labels[part], ds.image_shape, rng), cfg.budget, iters=30)
             images[part] = np.clip(ds.images[part].astype(np.int16) + q, 0, 255).astype(np.uint8)
             norms[part] = measure_norms(images[part], ds.images[part], "l2")
 

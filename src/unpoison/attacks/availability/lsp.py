@@ -18,7 +18,7 @@ import dataclasses
 import numpy as np
 from sklearn.datasets import make_classification
 
-from unpoison.attacks.base import Attack, measure_norms, register_attack
+from unpoison.attacks.base import Attack, measure_norms, quantise_l2, register_attack
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.data.splits import stratified_indices
@@ -40,24 +40,6 @@ class LSPConfig(Config):
         check(self.budget > 0, f"budget must be > 0; got {self.budget}")
         check(0.0 <= self.poison_rate <= 1.0, f"poison_rate must be in [0, 1]; got {self.poison_rate}")
         check(self.class_sep > 0, f"class_sep must be > 0; got {self.class_sep}")
-
-
-def _quantise_patterns(patterns: np.ndarray, budget: float, iters: int = 40) -> np.ndarray:
-    """Integer patterns (K, ...) in 1/255 units: round(s·255·p) with the largest s per class whose L2 ≤ budget.
-
-    ||round(s·v)|| never decreases as s grows, so a bisection per class (vectorised over classes) finds that s.
-    """
-    k = len(patterns)
-    v = patterns.reshape(k, -1).astype(np.float64) * 255.0
-    limit = (budget * 255.0) ** 2 * (1 - 1e-6)  # a hair of slack for float32 norm measurement
-    lo, hi = np.zeros(k), np.full(k, 2.0)  # s = 2 overshoots: rounding moves each value by ≤ 0.5 ≪ the pattern
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        fits = (np.rint(v * mid[:, None]) ** 2).sum(axis=1) <= limit
-        lo = np.where(fits, mid, lo)
-        hi = np.where(fits, hi, mid)
-    # Beyond ±255 a value only saturates after clipping; capping keeps int16 safe and never raises the norm.
-    return np.clip(np.rint(v * lo[:, None]), -255, 255).astype(np.int16).reshape(patterns.shape)
 
 
 @register_attack
@@ -95,7 +77,7 @@ class LSP(Attack):
     def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:
         cfg = self.config
         n, k = len(ds), ds.num_classes
-        q = _quantise_patterns(self.patterns(k, ds.image_shape, seed), cfg.budget)
+        q = quantise_l2(self.patterns(k, ds.image_shape, seed).astype(np.float64), cfg.budget, iters=40)
 
         count = int(round(cfg.poison_rate * n))
         chosen = (stratified_indices(ds.labels, total=count, seed=derive_seed("lsp", "select", seed), num_classes=k)
