@@ -77,3 +77,32 @@ def read_run_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, Any], d
         raise UnpoisonError(f"checkpoint {path} belongs to another run (config, seed or data differ); "
                             "delete it or choose another checkpoint_dir")
     return state, tensors
+
+
+def write_run_checkpoint(path: Path, tensors: dict[str, Any], state: dict[str, Any],
+                         optimizer: Any | None = None) -> None:
+    """Write what :func:`read_run_checkpoint` reads, atomically: ``tensors`` plus, given an optimizer, its per-parameter
+    state as ``opt.{i}.{key}`` (Adam's moments and step), with ``state`` as JSON metadata."""
+    import torch
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    if optimizer is not None:
+        for i, st in optimizer.state_dict()["state"].items():
+            for key, val in st.items():
+                tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).detach().contiguous().cpu()
+    with atomic_path(path, suffix=".tmp.safetensors") as tmp:
+        save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+
+
+def load_optimizer_state(optimizer: Any, tensors: dict[str, Any], device: Any) -> None:
+    """Restore the ``opt.{i}.{key}`` tensors :func:`write_run_checkpoint` wrote into ``optimizer`` (on ``device``;
+    the step counter stays where the optimizer keeps it, on the CPU)."""
+    state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, key = k.split(".", 2)
+            state.setdefault(int(i), {})[key] = v if key == "step" else v.to(device)
+    sd = optimizer.state_dict()
+    sd["state"] = state
+    optimizer.load_state_dict(sd)

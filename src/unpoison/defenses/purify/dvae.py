@@ -45,7 +45,8 @@ from unpoison.defenses.purify.eclipse import attach_compensation, compensation_s
 from unpoison.errors import UnpoisonError
 from unpoison.metrics import psnr_from_mse
 from unpoison.utils.device import select_device
-from unpoison.utils.io import atomic_path, read_run_checkpoint, write_json_atomic
+from unpoison.utils.io import (atomic_path, load_optimizer_state, read_run_checkpoint, write_json_atomic,
+                               write_run_checkpoint)
 from unpoison.utils.progress import Bar
 from unpoison.utils.seed import derive_seed, torch_generator
 
@@ -324,14 +325,7 @@ def _noise(shape: tuple[int, ...], g: torch.Generator, device: torch.device) -> 
 
 
 def _save_stage(path: Path, model: nn.Module, opt: torch.optim.Optimizer, meta: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
-        for key, val in st.items():
-            tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).detach().contiguous().cpu()
-    with atomic_path(path, suffix=".tmp.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(meta)})
+    write_run_checkpoint(path, {f"model.{k}": v for k, v in model.state_dict().items()}, meta, optimizer=opt)
 
 
 def _load_stage(path: Path, model: nn.Module, opt: torch.optim.Optimizer, fp: str) -> dict[str, Any] | None:
@@ -339,16 +333,8 @@ def _load_stage(path: Path, model: nn.Module, opt: torch.optim.Optimizer, fp: st
     if found is None:
         return None
     meta, tensors = found
-    dev = next(model.parameters()).device
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, key = k.split(".", 2)
-            state.setdefault(int(i), {})[key] = v if key == "step" else v.to(dev)
-    sd = opt.state_dict()
-    sd["state"] = state
-    opt.load_state_dict(sd)
+    load_optimizer_state(opt, tensors, next(model.parameters()).device)
     return meta
 
 

@@ -52,7 +52,8 @@ from unpoison.models.diffusion import (EMA, UNET_PRESETS, DiffusionUNet, Gaussia
                                        count_params, load_diffusion, purify_batch, save_diffusion)
 from unpoison.training.transforms import TRAIN_TRANSFORMS
 from unpoison.utils.device import autocast_dtype, precision_name, select_device
-from unpoison.utils.io import atomic_path, read_run_checkpoint, write_json_atomic
+from unpoison.utils.io import (load_optimizer_state, read_run_checkpoint, write_json_atomic,
+                               write_run_checkpoint)
 from unpoison.utils.progress import Bar
 from unpoison.utils.seed import derive_seed, numpy_rng, torch_generator
 
@@ -226,15 +227,9 @@ class EclipseConfig(Config):
 # Checkpoints
 # --------------------------------------------------------------------------------------------------------------------
 def _save_state(ckpt: Path, model: DiffusionUNet, ema: EMA, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tensors |= {f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}
-    for i, st in opt.state_dict()["state"].items():
-        for key, val in st.items():
-            tensors[f"opt.{i}.{key}"] = torch.as_tensor(val).detach().contiguous().cpu()
-    with atomic_path(ckpt / "state.safetensors", suffix=".tmp.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(state)})
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
+    write_run_checkpoint(ckpt / "state.safetensors", tensors, state, optimizer=opt)
     write_json_atomic(ckpt / "state.json", state)  # readable copy; the safetensors metadata is authoritative
 
 
@@ -247,14 +242,7 @@ def _load_state(ckpt: Path, model: DiffusionUNet, ema: EMA, opt: torch.optim.Opt
     dev = next(model.parameters()).device
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v.to(dev) for k, v in tensors.items() if k.startswith("ema.")})
-    opt_state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, i, key = k.split(".", 2)
-            opt_state.setdefault(int(i), {})[key] = v if key == "step" else v.to(dev)
-    sd = opt.state_dict()
-    sd["state"] = opt_state
-    opt.load_state_dict(sd)
+    load_optimizer_state(opt, tensors, dev)
     return state
 
 
