@@ -418,6 +418,15 @@ def column_table(columns: list[Column], *, seconds: bool = False, prefix: str = 
         note = (f"\nAverage recovery over the {len(common)} attacks measured in each of these columns "
                 f"({', '.join(a.upper() for a in common)}): "
                 + "; ".join(f"{c} **{statistics.mean(recs[c][a] for a in common):.3f}**" for c in cols) + ".\n")
+    # a column that shares more attacks with the first than every column does: its pairwise comparison as well
+    first = cols[0] if cols else None
+    pairs = [(c, sorted(set(recs[c]) & set(recs[first]))) for c in cols[1:]]
+    wider = [(c, both) for c, both in pairs if len(both) > len(common) and len(both) >= 2]
+    if wider:
+        note += "\n" + "".join(
+            f"- {c} against {first}, over the {len(both)} attacks both have: "
+            f"**{statistics.mean(recs[c][a] for a in both):.3f}** against "
+            f"{statistics.mean(recs[first][a] for a in both):.3f}.\n" for c, both in wider)
     if foreign:
         note += ("\n† against the efficacy table's clean reference: no clean reference with the same classifier recipe "
                  "and seed was measured on that run's machine.\n")
