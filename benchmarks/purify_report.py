@@ -471,9 +471,9 @@ def comp_table() -> str:
 # t* = 300 column is the σ = 0.025 sweep entry of the compensation ablation
 DEPTH: list[Column] = [("t300_ds_b", "A+B+C@noise_std=0.025", "t* = 300"), ("t400_ds_b", "A+B+C", "t* = 400")]
 # the compensation swept at t* = 400 on the same purified sets: training-only variants (2026-12-06)
-SWEEP400: list[Column] = [("t400_ds_b", "A+B+C", "p = 0.4, σ = 0.025 (default)"),
+SWEEP400: list[Column] = [("t400_ds_b", "A+B+C", "p = 0.4, σ = 0.025"),
                           ("t400_ds_b", "A+B+C@noise_std=0.0375", "p = 0.4, σ = 0.0375"),
-                          ("t400_ds_b", "A+B+C@gray_p=0.6", "p = 0.6, σ = 0.025"),
+                          ("t400_ds_b", "A+B+C@gray_p=0.6", "p = 0.6, σ = 0.025 (default since 2026-12-06)"),
                           ("t400_ds_b", "A+B+C@gray_p=0.8", "p = 0.8, σ = 0.025")]
 
 

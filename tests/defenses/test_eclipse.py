@@ -74,7 +74,7 @@ def test_fit_purify_outputs_and_meta(tmp_path):
     diff = np.abs(out.images.astype(int) - ds.images.astype(int))
     assert 0 < diff.mean() < 60  # rewritten, not replaced by noise
     spec = out.meta["train_transform"]
-    assert spec == {"name": "eclipse_compensation", "params": {"gray_p": 0.4, "noise_std": 0.025}}  # CPU default
+    assert spec == {"name": "eclipse_compensation", "params": {"gray_p": 0.6, "noise_std": 0.025}}  # CPU default
     assert resolve_train_transform(spec) is not None
     assert out.meta["purified"]["name"] == "eclipse"
     # AVATAR: same machinery, no compensation attached
