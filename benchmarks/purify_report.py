@@ -489,10 +489,8 @@ def sweep400_table() -> str:
 # clean row's stages ran with the despeckle filter (their checkpoints were cached), so it reads against that column
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE (default)"),
                            ("dvae_comp", "dvae", "+ p = 0.4, σ = 0.025"),
-                           ("dvae_comp05", "dvae", "+ p = 0.4, σ = 0.05"),
                            ("dvae_ds", "dvae", "D-VAE + despeckle"),
-                           ("dvae_ds_comp", "dvae", "+ despeckle, p = 0.4, σ = 0.025"),
-                           ("dvae_ds_comp05", "dvae", "+ despeckle, p = 0.4, σ = 0.05")]
+                           ("dvae_ds_comp", "dvae", "+ despeckle, p = 0.4, σ = 0.025")]
 
 
 def dvae_comp_table() -> str:
