@@ -57,7 +57,10 @@ def check_same_setting(recorded: dict, current: dict, where: str) -> None:
     diff = [f"{k}={recorded[k]} (now {current[k]})" for k in ECLIPSE_SETTING
             if k in recorded and k in current and recorded[k] != current[k]]
     if diff:
-        raise SystemExit(f"{where} was made with {', '.join(diff)}: rerun with --fresh or another --tag")
+        again = " ".join(f"--set {k}={recorded[k]}" for k in ECLIPSE_SETTING
+                         if k in recorded and k in current and recorded[k] != current[k])
+        raise SystemExit(f"{where} was made with {', '.join(diff)}: add {again} to extend it, or rerun with --fresh "
+                         "or another --tag")
 
 
 def resolve_mode(mode: str) -> tuple[str, tuple[float | None, float | None] | None]:
