@@ -54,12 +54,11 @@ def check_same_setting(recorded: dict, current: dict, where: str) -> None:
     """Exit if ``recorded`` (a config saved with earlier results) differs from ``current`` on ECLIPSE_SETTING: a
     resumed run must not mix entries made under other values (e.g. an older default t*)."""
     recorded = ECLIPSE_SETTING_BEFORE | recorded
-    diff = [f"{k}={recorded[k]} (now {current[k]})" for k in ECLIPSE_SETTING
-            if k in recorded and k in current and recorded[k] != current[k]]
-    if diff:
-        again = " ".join(f"--set {k}={recorded[k]}" for k in ECLIPSE_SETTING
-                         if k in recorded and k in current and recorded[k] != current[k])
-        raise SystemExit(f"{where} was made with {', '.join(diff)}: add {again} to extend it, or rerun with --fresh "
+    keys = [k for k in ECLIPSE_SETTING if k in recorded and k in current and recorded[k] != current[k]]
+    if keys:
+        diff = ", ".join(f"{k}={recorded[k]} (now {current[k]})" for k in keys)
+        again = " ".join(f"--set {k}={recorded[k]}" for k in keys)
+        raise SystemExit(f"{where} was made with {diff}: add {again} to extend it, or rerun with --fresh "
                          "or another --tag")
 
 

@@ -383,15 +383,15 @@ def column_table(columns: list[Column], *, seconds: bool = False, prefix: str = 
     lines, recs, foreign = [], {label: {} for *_, label in columns}, False
     for a in [*(ATTACKS if attacks is None else [x for x in ATTACKS if x in attacks]), "clean"]:
         files = {tag: _load(RES / f"{prefix}_{a}_{tag}.json") for tag, _, _ in columns}
-        ents = [files[tag].get("entries", {}).get(mode, {}) for tag, mode, _ in columns]
-        if not any(e.get("done") for e in ents):
+        accs = [_acc(files[tag].get("entries", {}), mode) for tag, mode, _ in columns]
+        if all(acc is None for acc in accs):
             continue
         r, cells, ref = rows[a], [], None
-        for (tag, _, label), e in zip(columns, ents, strict=True):
-            acc = e.get("test_acc") if e.get("done") else None
+        for (tag, mode, label), acc in zip(columns, accs, strict=True):
             if acc is None:
                 cells.append("—")
                 continue
+            e = files[tag]["entries"][mode]
             secs = f", {e['purify_seconds']:.0f} s" if seconds and e.get("purify_seconds") else ""
             if a == "clean":
                 own, mark = same_machine_clean_ref(files[tag]), ""

@@ -111,7 +111,7 @@ class VAEConfig(Config):
 
     def fingerprint_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in self.to_dict().items() if k not in _RUNTIME}
-        for k in ("despeckle", "gray_p", "noise_std"):  # off: the key of checkpoints written before they existed
+        for k in ("despeckle", *_TRANSFORM_ONLY):  # off: the key of checkpoints written before they existed
             if not d.get(k):
                 d.pop(k, None)
         return d
