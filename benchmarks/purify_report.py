@@ -488,13 +488,18 @@ def sweep400_table() -> str:
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # clean row's stages ran with the despeckle filter (their checkpoints were cached), so it reads against that column
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE (default)"),
+                           ("dvae_paired", "dvae", "D-VAE, the compensated run's stages"),
                            ("dvae_comp", "dvae", "+ p = 0.4, σ = 0.025"),
+                           ("dvae_comp_s05", "dvae", "+ p = 0.4, σ = 0.05"),
+                           ("dvae_comp_p06", "dvae", "+ p = 0.6, σ = 0.025"),
                            ("dvae_ds", "dvae", "D-VAE + despeckle"),
                            ("dvae_ds_comp", "dvae", "+ despeckle, p = 0.4, σ = 0.025")]
 
 
 def dvae_comp_table() -> str:
-    return column_table(DVAE_COMP, prefix="dvae", attacks=["ops", "tap"])
+    # only the attacks a compensated run exists for: the default column alone has every attack
+    comp = [a for a in ATTACKS if any((RES / f"dvae_{a}_{tag}.json").exists() for tag in ("dvae_comp", "dvae_ds_comp"))]
+    return column_table(DVAE_COMP, prefix="dvae", attacks=comp)
 
 
 def despeckle_fidelity_table() -> str:
