@@ -486,7 +486,7 @@ def sweep400_table() -> str:
 
 
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
-# clean row's stages ran with the despeckle filter (their checkpoints were cached), so it reads against that column
+# "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE (default)"),
                            ("dvae_paired", "dvae", "D-VAE, the compensated run's stages"),
                            ("dvae_comp", "dvae", "+ p = 0.4, σ = 0.025"),
