@@ -490,6 +490,7 @@ def sweep400_table() -> str:
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE (default)"),
                            ("dvae_paired", "dvae", "D-VAE, the compensated run's stages"),
                            ("dvae_comp", "dvae", "+ p = 0.4, σ = 0.025"),
+                           ("dvae_comp_gray", "dvae", "+ p = 0.4, σ = 0 (gray only)"),
                            ("dvae_comp_s05", "dvae", "+ p = 0.4, σ = 0.05"),
                            ("dvae_comp_p06", "dvae", "+ p = 0.6, σ = 0.025"),
                            ("dvae_ds", "dvae", "D-VAE + despeckle"),
