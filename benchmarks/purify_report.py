@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RES = REPO / "benchmarks" / "results"
@@ -55,6 +56,9 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
     return (defended - poisoned) / (clean - poisoned)
 
 
+NO_COMP = (0.0, 0.0)  # (gray_p, noise_std) of a D-VAE run without ECLIPSE's compensation
+
+
 def _setting(cfg: dict) -> dict:
     epochs = DVAEConfig(epochs=int(cfg["epochs"]), stage2_epochs=int(cfg.get("stage2_epochs", 0)))
     return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs.stage_epochs(1),
@@ -82,10 +86,10 @@ def dvae_setting(entry: dict) -> dict:
                      **entry.get("config", {})})
 
 
-def dvae_default_run(attack: str) -> dict:
-    """The D-VAE run of ``attack`` at the current defaults: the untagged run if it used them, else a tagged run
-    (``--tag k2_K`` …) that did; {} if none was measured."""
-    want = dvae_defaults()
+def dvae_default_run(attack: str, **override: Any) -> dict:
+    """The D-VAE run of ``attack`` at the current defaults (with ``override`` of :func:`dvae_setting`'s keys): the
+    untagged run if it used them, else a tagged run (``--tag k2_K`` …) that did; {} if none was measured."""
+    want = dvae_defaults() | override
     for f in _dvae_run_files(attack):
         d = _load(f)
         e = d.get("entries", {}).get("dvae", {})
@@ -147,6 +151,8 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
             "avatar": _acc(ecl, "avatar") if _acc(ecl, "avatar") is not None
             else _acc(_load(RES / f"eclipse_{a}_avatar.json").get("entries", {}), "avatar"),
             "dvae": _acc(dv, "dvae"),
+            # the default run without compensation: what the stage-1-only and RCVAE runs compare with (none has it)
+            "dvae_plain": _acc(dvae_default_run(a, compensation=NO_COMP).get("entries", {}), "dvae"),
             "stage1": _acc(_load(RES / f"dvae_{a}_stage1.json").get("entries", {}), "stage1"),
             "rcvae": _acc(_load(RES / f"dvae_{a}_rcvae.json").get("entries", {}), "rcvae"),
         }
@@ -215,8 +221,14 @@ def efficacy_table(method: str, label: str) -> str:
     return (head + "\n".join(lines) + f"\n\nAverage recovery of {label}: **{avg}**. "
             f"Clean-data cost ({label} applied to unpoisoned data): **{cost_s}**. The D-VAE column holds the runs at "
             f"the current defaults (κ₂ = {want['kappa2']:g}, latent = {want['latent']}, {want['epochs']}/"
-            f"{want['stage2_epochs']} epochs for stages 1/2); runs at other "
-            "settings are in docs/dvae.md, sections \"Stage-1 epochs\" and \"Stage 2's rate κ₂\".\n")
+            f"{want['stage2_epochs']} epochs for stages 1/2, {_comp_words(*want['compensation'])}); runs at "
+            "other settings are in docs/dvae.md, sections \"Stage-1 epochs\", \"Stage 2's rate κ₂\" and "
+            "\"Compensation\".\n")
+
+
+def _comp_words(gray_p: float, noise_std: float) -> str:
+    return (f"compensation grayscale p = {gray_p:g}, noise σ = {noise_std:g}" if gray_p or noise_std
+            else "no compensation")
 
 
 def ablation_table() -> str:
@@ -232,8 +244,9 @@ def ablation_table() -> str:
 
 def dvae_ablation_table() -> str:
     clean, rows = collect()
-    head = "| attack | none | stage 1 only | D-VAE (both stages) | rate-constrained VAE |\n|---|---|---|---|---|\n"
-    lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['stage1'])} | {_pct(r['dvae'])} | {_pct(r['rcvae'])} |"
+    head = ("| attack | none | stage 1 only | D-VAE (both stages, no compensation) | rate-constrained VAE |\n"
+            "|---|---|---|---|---|\n")
+    lines = [f"| {a.upper()} | {_pct(r['none'])} | {_pct(r['stage1'])} | {_pct(r['dvae_plain'])} | {_pct(r['rcvae'])} |"
              for a, r in rows.items() if a != "clean" and any(r[k] is not None for k in ("stage1", "rcvae"))]
     return head + "\n".join(lines) + "\n"
 
@@ -285,7 +298,8 @@ def dvae_epochs_table() -> str:
         for f in _dvae_run_files(a):
             e = _load(f).get("entries", {}).get("dvae", {})
             s = dvae_setting(e) if e.get("done") else {}
-            if s and (s["kappa2"], s["latent"], s["despeckle"]) == (want["kappa2"], want["latent"], want["despeckle"]):
+            keys = ("kappa2", "latent", "despeckle")  # and no compensation: it came after these runs
+            if s and [s[k] for k in keys] == [want[k] for k in keys] and s["compensation"] == NO_COMP:
                 runs.setdefault((s["epochs"], s["stage2_epochs"]), (f.stem, e))  # the first file per setting
         if len(runs) < 2:  # nothing to compare
             continue
