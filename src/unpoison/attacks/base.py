@@ -7,6 +7,7 @@ rebuilt from a saved :class:`PoisonedDataset` alone (``from_poisoned``), so a te
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Literal
 
@@ -105,6 +106,16 @@ def register_attack(cls: type[Attack]) -> type[Attack]:
 
 def create_attack(name: str, config: Config | None = None, **params: Any) -> Attack:
     return ATTACKS.get(name)(config, **params)
+
+
+def clean_label_result(ds: ImageDataset, images: np.ndarray, is_poison: np.ndarray, norms: np.ndarray,
+                       attack: dict[str, Any], artifacts: dict[str, np.ndarray] | None = None) -> PoisonedDataset:
+    """The closing of every clean-label attack (the availability attacks, LC): ``ds`` with ``images`` swapped in,
+    labels kept, the clean originals, per-sample norms and the attack record attached."""
+    return PoisonedDataset(
+        images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
+        meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
+        clean_images=ds.images, poison_norms=norms, attack=attack, artifacts=artifacts or {})
 
 
 def quantise_l2(delta: np.ndarray, budget: float, iters: int) -> np.ndarray:

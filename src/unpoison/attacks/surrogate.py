@@ -8,7 +8,6 @@ uninterrupted one exactly.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from unpoison.config import Config, check
-from unpoison.data.dataset import ImageDataset, PoisonedDataset
+from unpoison.data.dataset import ImageDataset
 from unpoison.models import create_model
 from unpoison.training.augment import random_crop, random_flip
 from unpoison.utils.device import select_device
@@ -190,16 +189,6 @@ def open_generation(ds: ImageDataset, device: str, rate: float, tag: str,
     """
     dev = select_device(device)
     return dev, poison_slots(ds, choose_indices(len(ds), rate, tag, seed))
-
-
-def finish_generation(ds: ImageDataset, images: np.ndarray, is_poison: np.ndarray, norms: np.ndarray,
-                      attack: dict[str, Any], artifacts: dict[str, np.ndarray] | None = None) -> PoisonedDataset:
-    """The closing of EM/REM/TAP/LC's generation: ``ds`` with ``images`` swapped in, labels kept (clean-label), the
-    clean originals, per-sample norms and the attack record attached."""
-    return PoisonedDataset(
-        images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-        meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-        clean_images=ds.images, poison_norms=norms, attack=attack, artifacts=artifacts or {})
 
 
 def surrogate_recipe(cfg: SurrogateConfig, epochs: int) -> Any:

@@ -29,12 +29,11 @@ norm is ≤ the budget, and close to it except where clean pixels saturate.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
 
-from unpoison.attacks.base import Attack, measure_norms, quantise_l2, register_attack
+from unpoison.attacks.base import Attack, clean_label_result, measure_norms, quantise_l2, register_attack
 from unpoison.attacks.labelmaps import choose_poison_indices
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
@@ -166,10 +165,5 @@ class AR(Attack):
             images[part] = np.clip(ds.images[part].astype(np.int16) + q, 0, 255).astype(np.uint8)
             norms[part] = measure_norms(images[part], ds.images[part], "l2")
 
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
-            attack=self.metadata(norm="l2", budget=cfg.budget, seed=seed),
-            artifacts={"coefficients": coef.astype(np.float32)},
-        )
+        attack = self.metadata(norm="l2", budget=cfg.budget, seed=seed)
+        return clean_label_result(ds, images, is_poison, norms, attack, {"coefficients": coef.astype(np.float32)})

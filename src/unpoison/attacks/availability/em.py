@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from unpoison.attacks.base import Attack, measure_norms, register_attack
+from unpoison.attacks.base import Attack, clean_label_result, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, augment, batches, build_surrogate,
-                                        check_budget, finish_generation, linf_pgd, load_surrogate_state, make_optimizer,
+                                        check_budget, linf_pgd, load_surrogate_state, make_optimizer,
                                         open_generation, quantise, sample_batch, surrogate_state, to_float)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
@@ -103,7 +103,7 @@ class MinMinAttack(Attack):
             delta, history = self._min_min(ds, chosen, seed, ck, dev)
             images[chosen] = quantise(ds.images[chosen], delta, cfg.budget)
             norms[chosen] = measure_norms(images[chosen], ds.images[chosen], "linf")
-        return finish_generation(
+        return clean_label_result(
             ds, images, is_poison, norms,
             attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed,
                                  generation={"rounds": len(history), "history": history}),

@@ -12,13 +12,12 @@ only shrinks each pixel's change, so every measured norm is ≤ the budget by co
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
 from sklearn.datasets import make_classification
 
-from unpoison.attacks.base import Attack, measure_norms, quantise_l2, register_attack
+from unpoison.attacks.base import Attack, clean_label_result, measure_norms, quantise_l2, register_attack
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.data.splits import stratified_indices
@@ -95,10 +94,5 @@ class LSP(Attack):
             part = chosen[s:s + _CHUNK]
             norms[part] = measure_norms(images[part], ds.images[part], "l2")
 
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
-            attack=self.metadata(norm="l2", budget=cfg.budget, seed=seed),
-            artifacts={"patterns": (q / 255.0).astype(np.float32)},
-        )
+        attack = self.metadata(norm="l2", budget=cfg.budget, seed=seed)
+        return clean_label_result(ds, images, is_poison, norms, attack, {"patterns": (q / 255.0).astype(np.float32)})

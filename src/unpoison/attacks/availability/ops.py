@@ -24,12 +24,11 @@ A class with no images gets position (−1, −1) and a NaN score.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import numpy as np
 
-from unpoison.attacks.base import Attack, measure_norms, register_attack
+from unpoison.attacks.base import Attack, clean_label_result, measure_norms, register_attack
 from unpoison.attacks.labelmaps import choose_poison_indices
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
@@ -118,10 +117,6 @@ class OPS(Attack):
             part = chosen[s:s + _CHUNK]
             norms[part] = measure_norms(images[part], ds.images[part], "l0")
 
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
-            attack=self.metadata(norm="l0", budget=1, seed=seed),
-            artifacts={"positions": positions, "colours": colours, "scores": scores},
-        )
+        attack = self.metadata(norm="l0", budget=1, seed=seed)
+        arts = {"positions": positions, "colours": colours, "scores": scores}
+        return clean_label_result(ds, images, is_poison, norms, attack, arts)

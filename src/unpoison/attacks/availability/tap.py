@@ -21,10 +21,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from unpoison.attacks.base import Attack, measure_norms, register_attack
+from unpoison.attacks.base import Attack, clean_label_result, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, TrainerSurrogateKey, check_budget,
-                                        finish_generation, open_generation, pgd_sweep, quantise, train_clean_surrogate)
+                                        open_generation, pgd_sweep, quantise, train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
 from unpoison.utils.seed import numpy_rng
@@ -102,7 +102,7 @@ class TAP(TrainerSurrogateKey, Attack):
                               description=f"{self.name}: PGD")
             images[chosen] = quantise(ds.images[chosen], delta, cfg.budget)
             norms[chosen] = measure_norms(images[chosen], ds.images[chosen], "linf")
-        return finish_generation(
+        return clean_label_result(
             ds, images, is_poison, norms,
             attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed, class_permutation=perm.tolist(),
                                  **self.extra_metadata()),

@@ -12,13 +12,12 @@ measured L∞ is ≤ ε by construction, and equals m / 255 (= ε for 8/255) unl
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
 import numpy as np
 
-from unpoison.attacks.base import Attack, measure_norms, register_attack
+from unpoison.attacks.base import Attack, clean_label_result, measure_norms, register_attack
 from unpoison.attacks.labelmaps import choose_poison_indices
 from unpoison.config import Config, check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
@@ -71,10 +70,5 @@ class URP(Attack):
             images[part] = np.clip(ds.images[part].astype(np.int16) + q[ds.labels[part]], 0, 255).astype(np.uint8)
             norms[part] = measure_norms(images[part], ds.images[part], "linf")
 
-        return PoisonedDataset(
-            images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
-            meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
-            clean_images=ds.images, poison_norms=norms,
-            attack=self.metadata(norm="linf", budget=cfg.budget, seed=seed),
-            artifacts={"patterns": (q / 255.0).astype(np.float32)},
-        )
+        attack = self.metadata(norm="linf", budget=cfg.budget, seed=seed)
+        return clean_label_result(ds, images, is_poison, norms, attack, {"patterns": (q / 255.0).astype(np.float32)})

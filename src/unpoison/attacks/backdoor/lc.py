@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from unpoison.attacks.backdoor.common import CHUNK, BackdoorConfig, TriggerBackdoor, chunked, to_uint8
-from unpoison.attacks.base import measure_norms, register_attack
+from unpoison.attacks.base import clean_label_result, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
 from unpoison.attacks.labelmaps import choose_poison_indices, eligible
 from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, TrainerSurrogateKey, check_budget,
-                                        finish_generation, grey_levels, pgd_sweep, poison_slots, quantise,
+                                        grey_levels, pgd_sweep, poison_slots, quantise,
                                         train_clean_surrogate)
 from unpoison.config import check
 from unpoison.data.dataset import ImageDataset, PoisonedDataset
@@ -179,7 +179,7 @@ class LabelConsistent(TrainerSurrogateKey, TriggerBackdoor):
                 norms[j] = measure_norms(images[j], ds.images[j], self.norm)
                 d = np.abs(images[j].astype(np.int16) - ds.images[j].astype(np.int16))[:, outside]
                 adv_max = max(adv_max, float(d.max()) / 255.0 if d.size else 0.0)
-        return finish_generation(
+        return clean_label_result(
             ds, images, is_poison, norms,
             attack=self.metadata(**self.trigger_metadata(), seed=seed, adv_linf_max=adv_max,
                                  adv_budget_levels=grey_levels(cfg.budget)),
