@@ -232,3 +232,17 @@ class TriggerBackdoor(BackdoorAttack):
         )
 
 
+class CleanLabelBackdoor(TriggerBackdoor):
+    """SIG and LC: the training poisons come from the target class only and keep their correct labels (their configs
+    hold label_mode to all2one); ``poison_rate`` of the whole set, or ``target_fraction`` of the target class when
+    set. At test time the trigger goes on the other classes (the inherited ``source_mask``)."""
+
+    clean_label = True
+
+    def poison_pool(self, labels: np.ndarray) -> np.ndarray:
+        return labels == self.config.target
+
+    def poison_count(self, labels: np.ndarray) -> int:
+        if self.config.target_fraction is None:
+            return super().poison_count(labels)
+        return int(round(self.config.target_fraction * int((labels == self.config.target).sum())))

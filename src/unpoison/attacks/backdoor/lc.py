@@ -29,10 +29,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from unpoison.attacks.backdoor.common import CHUNK, BackdoorConfig, TriggerBackdoor, chunked, to_uint8
+from unpoison.attacks.backdoor.common import CHUNK, BackdoorConfig, CleanLabelBackdoor, chunked, to_uint8
 from unpoison.attacks.base import clean_label_result, measure_norms, register_attack
 from unpoison.attacks.cache import Checkpoint, run_cached
-from unpoison.attacks.labelmaps import choose_poison_indices, eligible
+from unpoison.attacks.labelmaps import choose_poison_indices
 from unpoison.attacks.surrogate import (RUN_FIELDS, SurrogateConfig, TrainerSurrogateKey, check_budget,
                                         grey_levels, pgd_sweep, poison_slots, quantise,
                                         train_clean_surrogate)
@@ -94,14 +94,13 @@ def corner_sign(shape: tuple[int, int, int], patch: int, corners: str) -> np.nda
 
 
 @register_attack
-class LabelConsistent(TrainerSurrogateKey, TriggerBackdoor):
+class LabelConsistent(TrainerSurrogateKey, CleanLabelBackdoor):
     name = "lc"
     config_class = LCConfig
     summary = ("Label-consistent clean-label backdoor: PGD-perturbed target-class images + corner checkerboards "
                "(Turner et al. 2019)")
     trigger_keys = ("sign",)
     norm = "linf"
-    clean_label = True
     cache_version = 1
     cache_exclude = RUN_FIELDS
     stop_after: int | None = None  # stop (with a checkpoint) after this many PGD batches
@@ -133,18 +132,6 @@ class LabelConsistent(TrainerSurrogateKey, TriggerBackdoor):
     def trigger_metadata(self) -> dict[str, Any]:
         return {"norm": self.norm, "budget": self.config.budget, "trigger_amplitude": self.config.amplitude,
                 "test_amplitude": self.config.test_amplitude}
-
-    # --- which samples ------------------------------------------------------------------------------------------
-    def poison_pool(self, labels: np.ndarray) -> np.ndarray:
-        return labels == self.config.target
-
-    def poison_count(self, labels: np.ndarray) -> int:
-        if self.config.target_fraction is None:
-            return super().poison_count(labels)
-        return int(round(self.config.target_fraction * int((labels == self.config.target).sum())))
-
-    def source_mask(self, labels: np.ndarray) -> np.ndarray:
-        return eligible(labels, "all2one", self.config.target, self.config.source)
 
     # --- poisoning ----------------------------------------------------------------------------------------------
     def poison(self, ds: ImageDataset, seed: int = 0) -> PoisonedDataset:

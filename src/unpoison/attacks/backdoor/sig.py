@@ -14,9 +14,8 @@ import dataclasses
 
 import numpy as np
 
-from unpoison.attacks.backdoor.common import BackdoorConfig, TriggerBackdoor, to_uint8
+from unpoison.attacks.backdoor.common import BackdoorConfig, CleanLabelBackdoor, to_uint8
 from unpoison.attacks.base import register_attack
-from unpoison.attacks.labelmaps import eligible
 from unpoison.config import check
 from unpoison.errors import UnpoisonError
 
@@ -39,13 +38,12 @@ class SIGConfig(BackdoorConfig):
 
 
 @register_attack
-class SIG(TriggerBackdoor):
+class SIG(CleanLabelBackdoor):
     name = "sig"
     config_class = SIGConfig
     summary = "Clean-label sinusoidal signal δ·sin(2πjf/W) added to target-class training images (Barni et al. 2019)"
     trigger_keys = ("signal",)
     norm = "linf"  # |Δ| ≤ δ/255
-    clean_label = True
 
     def make_trigger(self, shape: tuple[int, int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
         w = shape[1]
@@ -60,18 +58,6 @@ class SIG(TriggerBackdoor):
 
     def stamp(self, images: np.ndarray, trigger: dict[str, np.ndarray]) -> np.ndarray:
         return to_uint8(images.astype(np.float32) + trigger["signal"][None, None, :, None])
-
-    def poison_pool(self, labels: np.ndarray) -> np.ndarray:
-        return labels == self.config.target  # clean-label: only images that already belong to the target
-
-    def poison_count(self, labels: np.ndarray) -> int:
-        if self.config.target_fraction is None:
-            return super().poison_count(labels)
-        return int(round(self.config.target_fraction * int((labels == self.config.target).sum())))
-
-    def source_mask(self, labels: np.ndarray) -> np.ndarray:
-        # Training poisons come from the target class; at test time the signal is added to the other classes.
-        return eligible(labels, "all2one", self.config.target, self.config.source)
 
     def budget(self) -> float:
         return self.config.delta / 255.0
