@@ -654,25 +654,17 @@ def replace_block(doc: Path, name: str, body: str) -> None:
 
 def main() -> None:
     ecl, dv = REPO / "docs" / "eclipse.md", REPO / "docs" / "dvae.md"
-    replace_block(ecl, "efficacy", efficacy_table("eclipse", "ECLIPSE"))
-    replace_block(ecl, "ablation", ablation_table())
-    replace_block(ecl, "cost", cost_table())
-    replace_block(ecl, "fidelity", fidelity_table())
-    replace_block(ecl, "tstar", tstar_table())
-    replace_block(ecl, "despeckle", despeckle_table())
-    replace_block(ecl, "despeckle_fidelity", despeckle_fidelity_table())
-    replace_block(ecl, "ds_variants", ds_variants_table())
-    replace_block(ecl, "comp", comp_table())
-    replace_block(ecl, "depth", depth_table())
-    replace_block(ecl, "sweep400", sweep400_table())
-    replace_block(dv, "efficacy", efficacy_table("dvae", "D-VAE"))
-    replace_block(dv, "ablation", dvae_ablation_table())
-    replace_block(dv, "cost", dvae_cost_table())
-    replace_block(dv, "kappa", kappa_table())
-    replace_block(dv, "fidelity", dvae_fidelity_table())
-    replace_block(dv, "kappa2", dvae_kappa2_table())
-    replace_block(dv, "epochs", dvae_epochs_table())
-    replace_block(dv, "comp", dvae_comp_table())
+    blocks = {ecl: {"efficacy": lambda: efficacy_table("eclipse", "ECLIPSE"), "ablation": ablation_table,
+                    "cost": cost_table, "fidelity": fidelity_table, "tstar": tstar_table,
+                    "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
+                    "ds_variants": ds_variants_table, "comp": comp_table, "depth": depth_table,
+                    "sweep400": sweep400_table},
+              dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
+                   "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
+                   "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table}}
+    for doc, tables in blocks.items():
+        for name, table in tables.items():
+            replace_block(doc, name, table())
     print(ecl, dv)
 
 
