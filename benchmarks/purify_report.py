@@ -438,9 +438,9 @@ def column_table(columns: list[Column], *, seconds: bool = False, prefix: str = 
     wider = [(c, both) for c, both in pairs if len(both) > len(common) and len(both) >= 2]
     if wider:
         note += "\n" + "".join(
-            f"- {c} against {first}, over the {len(both)} attacks both have: "
-            f"**{statistics.mean(recs[c][a] for a in both):.3f}** against "
-            f"{statistics.mean(recs[first][a] for a in both):.3f}.\n" for c, both in wider)
+            f"- Average recovery over the {len(both)} attacks that two columns share "
+            f"({', '.join(a.upper() for a in both)}): {c} **{statistics.mean(recs[c][a] for a in both):.3f}**; "
+            f"{first} {statistics.mean(recs[first][a] for a in both):.3f}.\n" for c, both in wider)
     if foreign:
         note += ("\n† against the efficacy table's clean reference: no clean reference with the same classifier recipe "
                  "and seed was measured on that run's machine.\n")
@@ -632,15 +632,17 @@ def dvae_kappa2_table() -> str:
             st2 = e.get("stages", {}).get("2", {})
             left = e.get("fidelity", {}).get("poison_retained")
             day = _measured_on(f)
-            ds = setting["despeckle"]
-            rows.append((k2, latent, ep, ds, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | "
-                         f"{f.stem} | {day} | {k2:g} | {latent} | {ep[0]}/{ep[1]} | {ds:g} | {_pct(e['test_acc'])} | "
+            ds, comp = setting["despeckle"], setting["compensation"]
+            comp_s = f"{comp[0]:g}/{comp[1]:g}" if comp != NO_COMP else "—"
+            rows.append((k2, latent, ep, ds, comp, day, f"| {a.upper() if a != 'clean' else 'none (clean data)'} | "
+                         f"{f.stem} | {day} | {k2:g} | {latent} | {ep[0]}/{ep[1]} | {ds:g} | {comp_s} | "
+                         f"{_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
                          f"{'—' if left is None else f'{left:.3f}'} |"))
         lines += [r[-1] for r in sorted(rows, key=lambda r: r[:-1])]
-    head = ("| attack | run | measured | κ₂ | latent | epochs (stage 1/2) | despeckle | D-VAE accuracy | "
-            "stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n" + "|---" * 11 + "|\n")
+    head = ("| attack | run | measured | κ₂ | latent | epochs (stage 1/2) | despeckle | compensation (p/σ) | "
+            "D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n" + "|---" * 12 + "|\n")
     return head + "\n".join(lines) + "\n"
 
 
