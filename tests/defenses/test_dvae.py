@@ -185,7 +185,7 @@ def test_compensation_rides_on_the_purified_set_and_reuses_every_stage(tmp_path)
     ds = _synthetic(n=32, k=4)
     kw = dict(TINY, epochs=1)
     ck = str(tmp_path / "ck")
-    plain = create_purifier("dvae", **kw, checkpoint_dir=ck).fit_purify(ds)
+    plain = create_purifier("dvae", **kw, gray_p=0.0, noise_std=0.0, checkpoint_dir=ck).fit_purify(ds)
     assert "train_transform" not in plain.meta
     comp = create_purifier("dvae", **kw, gray_p=0.4, noise_std=0.025, checkpoint_dir=ck)
     out = comp.fit_purify(ds.with_images(ds.images, train_transform={"name": "x", "params": {}}))
@@ -198,9 +198,15 @@ def test_compensation_rides_on_the_purified_set_and_reuses_every_stage(tmp_path)
     y = tf(x, torch.Generator().manual_seed(0))
     gray = (y[:, 0] == y[:, 1]).all(-1).all(-1) & (y[:, 1] == y[:, 2]).all(-1).all(-1)
     assert y.std().item() == pytest.approx(0.025, rel=0.1) and not gray.all()  # noise per channel, as ECLIPSE's
-    off = create_purifier("dvae", **kw).fit_purify(ds.with_images(ds.images, train_transform={"name": "x"}))
+    off = create_purifier("dvae", **kw, gray_p=0.0, noise_std=0.0).fit_purify(
+        ds.with_images(ds.images, train_transform={"name": "x"}))
     assert "train_transform" not in off.meta  # an inherited transform no longer applies to the purified images
-    assert "gray_p" not in create_purifier("dvae").config.fingerprint_dict()  # off keeps the old keys
+    assert "gray_p" not in create_purifier("dvae", gray_p=0.0).config.fingerprint_dict()  # off keeps the old keys
+    # on by default for D-VAE (measured, docs/dvae.md "Compensation"); off in the paper preset and for the plain RCVAE
+    assert (create_purifier("dvae").config.gray_p, create_purifier("dvae").config.noise_std) == (0.4, 0.025)
+    paper = DVAEConfig.from_dict(preset="paper")
+    assert (paper.gray_p, paper.noise_std) == (0.0, 0.0)
+    assert create_purifier("rcvae").config.gray_p == 0.0
     with pytest.raises(UnpoisonError, match="noise_std"):
         create_purifier("dvae", noise_std=-1.0)
 

@@ -67,10 +67,7 @@ def eclipse_compensation(gray_p: float = 0.4, noise_std: float = 0.05, quantize:
     """x (B, C, H, W) in [0, 1] → grayscale with probability ``gray_p`` per image (RGB only), plus N(0, σ²) per
     element (independently per channel, so gray images get coloured noise, as the official code), clamped to [0, 1],
     re-quantised to the 8-bit grid if ``quantize``. Vectorised; all randomness from the generator passed in."""
-    if not 0.0 <= gray_p <= 1.0:
-        raise UnpoisonError(f"gray_p must be in [0, 1]; got {gray_p}")
-    if noise_std < 0:
-        raise UnpoisonError(f"noise_std must be ≥ 0; got {noise_std}")
+    check_compensation(gray_p, noise_std)
 
     def apply(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         gdev = generator.device
@@ -90,6 +87,12 @@ def eclipse_compensation(gray_p: float = 0.4, noise_std: float = 0.05, quantize:
 
 
 TRAIN_TRANSFORMS.register("eclipse_compensation", eclipse_compensation)
+
+
+def check_compensation(gray_p: float, noise_std: float) -> None:
+    """The compensation's ranges, checked alike wherever a config or a set's metadata names them."""
+    check(0.0 <= gray_p <= 1.0, f"gray_p must be in [0, 1]; got {gray_p}")
+    check(noise_std >= 0, f"noise_std must be ≥ 0; got {noise_std}")
 
 
 def compensation_spec(gray_p: float, noise_std: float) -> dict[str, Any] | None:
@@ -214,8 +217,7 @@ class EclipseConfig(Config):
         check(bool(self.model_path) or self.train_t_max == 0 or self.t_star <= self.train_t_max,
               f"t_star={self.t_star} is above train_t_max={self.train_t_max}: the model would never see the timesteps "
               "purification starts from; set train_t_max ≥ t_star (0 = all)")
-        check(0.0 <= self.gray_p <= 1.0, f"gray_p must be in [0, 1]; got {self.gray_p}")
-        check(self.noise_std >= 0, f"noise_std must be ≥ 0; got {self.noise_std}")
+        check_compensation(self.gray_p, self.noise_std)
         check(self.purify_batch_size >= 1, f"purify_batch_size must be ≥ 1; got {self.purify_batch_size}")
         check(self.checkpoint_every >= 1, f"checkpoint_every must be ≥ 1; got {self.checkpoint_every}")
         check(not self.save_model.lower().endswith(".json"), f"save_model must not end in .json; got {self.save_model}")
