@@ -501,9 +501,9 @@ def sweep400_table() -> str:
 
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
-DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE (default)"),
-                           ("dvae_paired", "dvae", "D-VAE, the compensated run's stages"),
-                           ("dvae_comp", "dvae", "+ p = 0.4, σ = 0.025"),
+DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE, no compensation (the 12-03/04 stages)"),
+                           ("dvae_paired", "dvae", "D-VAE, no compensation (the next column's stages)"),
+                           ("dvae_comp", "dvae", "+ p = 0.4, σ = 0.025 (default since 2026-12-06)"),
                            ("dvae_comp_gray", "dvae", "+ p = 0.4, σ = 0 (gray only)"),
                            ("dvae_comp_s05", "dvae", "+ p = 0.4, σ = 0.05"),
                            ("dvae_comp_p06", "dvae", "+ p = 0.6, σ = 0.025"),
@@ -512,7 +512,7 @@ DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE (default)"),
 
 
 def dvae_comp_table() -> str:
-    # only the attacks measured in a column beyond the default one, which alone has every attack
+    # only the attacks measured in a column beyond the first, which alone has every attack
     measured = [a for a in ATTACKS
                 if any(_acc(_load(RES / f"dvae_{a}_{tag}.json").get("entries", {}), mode) is not None
                        for tag, mode, _ in DVAE_COMP[1:])]
