@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -78,42 +79,46 @@ def _stages(block: type[nn.Module], c_in: int, channels: Sequence[int], blocks: 
     return nn.Sequential(*stages)
 
 
-class ResNet(ImageClassifier):
+class _ResNetFamily(ImageClassifier):
+    """Stem, stages of ``block``, global average pooling, linear head; the two variants differ in stem and block."""
+
+    block: ClassVar[type[nn.Module]]
+
+    def __init__(self, num_classes: int, in_channels: int, channels: Sequence[int], blocks: Sequence[int], *,
+                 width: float = 1.0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
+        super().__init__(num_classes, in_channels, mean=mean, std=std)
+        width = check_width(width)
+        chans = [scaled(c, width) for c in channels]
+        self.stem = self._stem(in_channels, chans[0])
+        self.stages = _stages(self.block, chans[0], chans, blocks)
+        self.feature_dim = chans[-1]
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(self.feature_dim, num_classes)
+        kaiming_init(self)
+
+    def _stem(self, c_in: int, c_out: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _forward_map(self, z: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(z))
+
+
+class ResNet(_ResNetFamily):
     """Post-activation ResNet with a 3×3 stride-1 stem and BasicBlocks; global average pooling; linear head."""
 
-    def __init__(self, num_classes: int, in_channels: int, channels: Sequence[int], blocks: Sequence[int], *,
-                 width: float = 1.0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
-        super().__init__(num_classes, in_channels, mean=mean, std=std)
-        width = check_width(width)
-        chans = [scaled(c, width) for c in channels]
-        self.stem = nn.Sequential(conv3x3(in_channels, chans[0]), nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True))
-        self.stages = _stages(BasicBlock, chans[0], chans, blocks)
-        self.feature_dim = chans[-1]
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(self.feature_dim, num_classes)
-        kaiming_init(self)
+    block = BasicBlock
 
-    def _forward_map(self, z: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(z))
+    def _stem(self, c_in: int, c_out: int) -> nn.Module:
+        return nn.Sequential(conv3x3(c_in, c_out), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
 
 
-class PreActResNet(ImageClassifier):
+class PreActResNet(_ResNetFamily):
     """Pre-activation ResNet as in BackdoorBench: bare conv stem, PreActBlocks, no final BN-ReLU before pooling."""
 
-    def __init__(self, num_classes: int, in_channels: int, channels: Sequence[int], blocks: Sequence[int], *,
-                 width: float = 1.0, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> None:
-        super().__init__(num_classes, in_channels, mean=mean, std=std)
-        width = check_width(width)
-        chans = [scaled(c, width) for c in channels]
-        self.stem = conv3x3(in_channels, chans[0])
-        self.stages = _stages(PreActBlock, chans[0], chans, blocks)
-        self.feature_dim = chans[-1]
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(self.feature_dim, num_classes)
-        kaiming_init(self)
+    block = PreActBlock
 
-    def _forward_map(self, z: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(z))
+    def _stem(self, c_in: int, c_out: int) -> nn.Module:
+        return conv3x3(c_in, c_out)
 
 
 @register_model
