@@ -110,8 +110,8 @@ def create_attack(name: str, config: Config | None = None, **params: Any) -> Att
 
 def clean_label_result(ds: ImageDataset, images: np.ndarray, is_poison: np.ndarray, norms: np.ndarray,
                        attack: dict[str, Any], artifacts: dict[str, np.ndarray] | None = None) -> PoisonedDataset:
-    """The closing of every clean-label attack (the availability attacks, LC): ``ds`` with ``images`` swapped in,
-    labels kept, the clean originals, per-sample norms and the attack record attached."""
+    """The closing of the clean-label attacks that make their own images (availability attacks, LC): ``ds`` with
+    ``images`` swapped in, labels kept, the clean originals, per-sample norms and the attack record attached."""
     return PoisonedDataset(
         images, ds.labels.copy(), ds.class_names, source=ds.source, indices=ds.indices,
         meta=copy.deepcopy(ds.meta), is_poison=is_poison, original_labels=ds.labels.copy(),
