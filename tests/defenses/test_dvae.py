@@ -203,7 +203,8 @@ def test_compensation_rides_on_the_purified_set_and_reuses_every_stage(tmp_path)
     assert "train_transform" not in off.meta  # an inherited transform no longer applies to the purified images
     assert "gray_p" not in create_purifier("dvae", gray_p=0.0).config.fingerprint_dict()  # off keeps the old keys
     # on by default for D-VAE (measured, docs/dvae.md "Compensation"); off in the paper preset and for the plain RCVAE
-    assert (create_purifier("dvae").config.gray_p, create_purifier("dvae").config.noise_std) == (0.4, 0.025)
+    default = create_purifier("dvae").config
+    assert (default.gray_p, default.noise_std) == (0.4, 0.025)
     paper = DVAEConfig.from_dict(preset="paper")
     assert (paper.gray_p, paper.noise_std) == (0.0, 0.0)
     assert create_purifier("rcvae").config.gray_p == 0.0
