@@ -169,19 +169,22 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
 
 
 def same_machine_clean_ref(run: dict) -> float | None:
-    """The undefended clean accuracy (a ``none`` entry of a clean-data run) measured on the machine ``run`` ran on
-    (same recorded platform string, which names the VM) with the same classifier recipe and seed, or None. Machines
-    of one reported kind differ by about a point on the same seed (80.57 on 2026-11-24 against 81.42 since), so a
-    cost is fairest against its own machine; a longer recipe (``--tag t200_e18``: 86.44) is no reference for it.
-    Several matching references are averaged (on one machine the recipe is deterministic, so they agree)."""
-    platform = (run.get("machine") or {}).get("platform")
-    if not platform:
+    """The undefended clean accuracy (a ``none`` entry of a clean-data run) measured on the kind of machine ``run``
+    ran on (same recorded platform string and CPU model) with the same classifier recipe and seed, or None. Machines
+    differ by about a point on the same seed (80.57 on 2026-11-24 and 81.42 since on AMD EPYC VMs, 80.76 on an Intel
+    Xeon VM whose platform string is the same as the 81.42 one's), so a cost is fairest against its own machine; a
+    longer recipe (``--tag t200_e18``: 86.44) is no reference for it. Several matching references are averaged (on
+    one machine the recipe is deterministic, so they agree)."""
+    m = run.get("machine") or {}
+    key = (m.get("platform"), m.get("cpu_model"))
+    if not key[0]:
         return None
     refs = []
     for f in sorted(RES.glob("*_clean_*.json")):
         d = _load(f)
         acc = _acc(d.get("entries", {}), "none")
-        if (acc is not None and (d.get("machine") or {}).get("platform") == platform
+        dm = d.get("machine") or {}
+        if (acc is not None and (dm.get("platform"), dm.get("cpu_model")) == key
                 and d.get("seed") == run.get("seed") and d.get("train_config") == run.get("train_config")):
             refs.append(acc)
     return statistics.mean(refs) if refs else None
@@ -286,6 +289,29 @@ def dvae_cost_table() -> str:
     head = ("| run | measured | stage 1 training (s) | stage 2 training (s) | this run's fit, wall (s) | "
             "stages loaded from checkpoint |\n|---|---|---|---|---|---|\n")
     return head + "\n".join(lines) + "\n"
+
+
+def dvae_clean_cost_table() -> str:
+    """D-VAE's clean-data cost at the default stages, per run: seed, machine (CPU model) and compensation, each
+    against the undefended accuracy of its own seed on its own kind of machine (``same_machine_clean_ref``)."""
+    want = {k: v for k, v in dvae_defaults().items() if k != "compensation"}
+    rows = []
+    for f in _dvae_run_files("clean"):
+        d = _load(f)
+        e = d.get("entries", {}).get("dvae", {})
+        setting = dvae_setting(e) if e.get("done") else {}
+        if not setting or {k: v for k, v in setting.items() if k != "compensation"} != want:
+            continue
+        ref = same_machine_clean_ref(d)
+        comp = setting["compensation"]
+        cost = "—" if ref is None else f"{100 * (ref - e['test_acc']):.2f}"
+        rows.append(((d.get("seed", 0), comp, f.stem), f"| {f.stem} | {_measured_on(f)} | "
+                     f"{(d.get('machine') or {}).get('cpu_model') or '—'} | {d.get('seed', 0)} | "
+                     f"{f'{comp[0]:g}/{comp[1]:g}' if comp != NO_COMP else '—'} | {_pct(e['test_acc'])} | "
+                     f"{_pct(ref)} | {cost} |"))
+    head = ("| run | measured | CPU | seed | compensation (p/σ) | D-VAE on clean data | undefended, same seed and "
+            "machine | cost (points) |\n" + "|---" * 8 + "|\n")
+    return head + "\n".join(r for _, r in sorted(rows)) + "\n"
 
 
 def dvae_epochs_table() -> str:
@@ -666,7 +692,8 @@ def main() -> None:
                     "sweep400": sweep400_table},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
-                   "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table}}
+                   "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
+                   "clean_cost": dvae_clean_cost_table}}
     for doc, tables in blocks.items():
         for name, table in tables.items():
             replace_block(doc, name, table())
