@@ -291,6 +291,12 @@ def dvae_cost_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def _cpu(run: dict) -> str:
+    """The recorded CPU model, short ("AMD EPYC", "Intel Xeon"); — where the run predates the record."""
+    model = (run.get("machine") or {}).get("cpu_model") or "—"
+    return model.replace("(R)", "").replace(" Processor", "")
+
+
 def dvae_clean_cost_table() -> str:
     """D-VAE's clean-data cost at the default stages, per run: seed, machine (CPU model) and compensation, each
     against the undefended accuracy of its own seed on its own kind of machine (``same_machine_clean_ref``)."""
@@ -306,7 +312,7 @@ def dvae_clean_cost_table() -> str:
         comp = setting["compensation"]
         cost = "—" if ref is None else f"{100 * (ref - e['test_acc']):.2f}"
         rows.append(((d.get("seed", 0), comp, f.stem), f"| {f.stem} | {_measured_on(f)} | "
-                     f"{(d.get('machine') or {}).get('cpu_model') or '—'} | {d.get('seed', 0)} | "
+                     f"{_cpu(d)} | {d.get('seed', 0)} | "
                      f"{f'{comp[0]:g}/{comp[1]:g}' if comp != NO_COMP else '—'} | {_pct(e['test_acc'])} | "
                      f"{_pct(ref)} | {cost} |"))
     head = ("| run | measured | CPU | seed | compensation (p/σ) | D-VAE on clean data | undefended, same seed and "
@@ -643,8 +649,8 @@ def _measured_on(path: Path) -> str:
 
 def dvae_kappa2_table() -> str:
     """Every D-VAE run (both stages) of an attack that has a tagged run (``--tag k2_K``, ``--tag e20_10`` …), by
-    setting (κ₂, latent, epochs of stages 1/2), with the day it was measured (rows compare only within one day's
-    machine: see the cross-machine spread in docs/dvae.md)."""
+    setting (κ₂, latent, epochs of stages 1/2), with the day it was measured and the CPU (rows compare only within
+    one day's machine: see the cross-machine spread in docs/dvae.md)."""
     lines = []
     tagged = sorted(RES.glob("dvae_*_dvae_*.json"))
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
@@ -661,17 +667,18 @@ def dvae_kappa2_table() -> str:
             day = _measured_on(f)
             ds, comp = setting["despeckle"], setting["compensation"]
             comp_s = f"{comp[0]:g}/{comp[1]:g}" if comp != NO_COMP else "—"
-            seed = _load(f).get("seed", 0)
+            seed, cpu = _load(f).get("seed", 0), _cpu(_load(f))
             name = a.upper() if a != "clean" else "none (clean data)"
-            rows.append((k2, latent, ep, ds, comp, day, seed, f"| {name} | "
-                         f"{f.stem} | {day} | {seed} | {k2:g} | {latent} | {ep[0]}/{ep[1]} | {ds:g} | {comp_s} | "
+            rows.append((k2, latent, ep, ds, comp, day, seed, f"| {name} | {f.stem} | {day} | {cpu} | {seed} | "
+                         f"{k2:g} | {latent} | {ep[0]}/{ep[1]} | {ds:g} | {comp_s} | "
                          f"{_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
                          f"{'—' if left is None else f'{left:.3f}'} |"))
         lines += [r[-1] for r in sorted(rows, key=lambda r: r[:-1])]
-    head = ("| attack | run | measured | seed | κ₂ | latent | epochs (stage 1/2) | despeckle | compensation (p/σ) | "
-            "D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n" + "|---" * 13 + "|\n")
+    head = ("| attack | run | measured | CPU | seed | κ₂ | latent | epochs (stage 1/2) | despeckle | "
+            "compensation (p/σ) | D-VAE accuracy | stage-2 x̂ PSNR (dB) | stage-2 final KL | poison left |\n"
+            + "|---" * 14 + "|\n")
     return head + "\n".join(lines) + "\n"
 
 
