@@ -230,6 +230,11 @@ def efficacy_table(method: str, label: str) -> str:
             "\"Compensation\".\n")
 
 
+def _comp_cell(comp: tuple[float, float]) -> str:
+    """A compensation (gray_p, noise_std) as a table cell: "p/σ", or — for none."""
+    return f"{comp[0]:g}/{comp[1]:g}" if comp != NO_COMP else "—"
+
+
 def _comp_words(gray_p: float, noise_std: float) -> str:
     return (f"compensation grayscale p = {gray_p:g}, noise σ = {noise_std:g}" if gray_p or noise_std
             else "no compensation")
@@ -311,9 +316,9 @@ def dvae_clean_cost_table() -> str:
         ref = same_machine_clean_ref(d)
         comp = setting["compensation"]
         cost = "—" if ref is None else f"{100 * (ref - e['test_acc']):.2f}"
-        rows.append(((d.get("seed", 0), comp, f.stem), f"| {f.stem} | {_measured_on(f)} | "
-                     f"{_cpu(d)} | {d.get('seed', 0)} | "
-                     f"{f'{comp[0]:g}/{comp[1]:g}' if comp != NO_COMP else '—'} | {_pct(e['test_acc'])} | "
+        seed = d.get("seed", 0)
+        rows.append(((seed, comp, f.stem), f"| {f.stem} | {_measured_on(f)} | {_cpu(d)} | {seed} | "
+                     f"{_comp_cell(comp)} | {_pct(e['test_acc'])} | "
                      f"{_pct(ref)} | {cost} |"))
     head = ("| run | measured | CPU | seed | compensation (p/σ) | D-VAE on clean data | undefended, same seed and "
             "machine | cost (points) |\n" + "|---" * 8 + "|\n")
@@ -656,7 +661,8 @@ def dvae_kappa2_table() -> str:
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
         rows = []
         for f in _dvae_run_files(a):
-            e = _load(f).get("entries", {}).get("dvae", {})
+            d = _load(f)
+            e = d.get("entries", {}).get("dvae", {})
             if not e.get("done"):
                 continue
             setting = dvae_setting(e)
@@ -666,11 +672,10 @@ def dvae_kappa2_table() -> str:
             left = e.get("fidelity", {}).get("poison_retained")
             day = _measured_on(f)
             ds, comp = setting["despeckle"], setting["compensation"]
-            comp_s = f"{comp[0]:g}/{comp[1]:g}" if comp != NO_COMP else "—"
-            seed, cpu = _load(f).get("seed", 0), _cpu(_load(f))
+            seed = d.get("seed", 0)
             name = a.upper() if a != "clean" else "none (clean data)"
-            rows.append((k2, latent, ep, ds, comp, day, seed, f"| {name} | {f.stem} | {day} | {cpu} | {seed} | "
-                         f"{k2:g} | {latent} | {ep[0]}/{ep[1]} | {ds:g} | {comp_s} | "
+            rows.append((k2, latent, ep, ds, comp, day, seed, f"| {name} | {f.stem} | {day} | {_cpu(d)} | {seed} | "
+                         f"{k2:g} | {latent} | {ep[0]}/{ep[1]} | {ds:g} | {_comp_cell(comp)} | "
                          f"{_pct(e['test_acc'])} | "
                          f"{st2.get('output', {}).get('psnr_xhat', float('nan')):.2f} | "
                          f"{st2.get('final', {}).get('kl', float('nan')):.3f} | "
