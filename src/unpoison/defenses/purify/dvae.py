@@ -93,8 +93,8 @@ class VAEConfig(Config):
     seed: int = 0
     device: str = "auto"
     # Train and purify in NHWC memory format (as the classifier trainer does): oneDNN's NHWC kernels make a training
-    # step at the CPU widths 1.32× faster on the 2-core machine (benchmarks/dvae_speed.py). Images with one channel
-    # stay NCHW (see ``_VAEPurifier._input``).
+    # step at the CPU widths 1.25× faster on the 2-core machine (1.09× at the paper's; benchmarks/dvae_speed.py).
+    # Images with one channel stay NCHW (see ``_VAEPurifier._nhwc``).
     channels_last: bool = True
     checkpoint_dir: str = ""  # resumable state (safetensors + JSON) per stage; "" = none
     progress: bool = False  # rich progress bars
