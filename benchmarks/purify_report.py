@@ -302,6 +302,28 @@ def _cpu(run: dict) -> str:
     return model.replace("(R)", "").replace(" Processor", "")
 
 
+def dvae_fit_time_table() -> str:
+    """Every D-VAE fit that trained both stages from scratch at the CPU widths and the 20/10 epochs, by machine and
+    memory format (NHWC since 2026-12-06; runs before recorded no ``channels_last`` and ran NCHW)."""
+    arch = {k: v for k, v in DVAEConfig().to_dict().items()
+            if k in ("width", "feat_channels", "latent_channels", "dec_widths", "epochs", "stage2_epochs")}
+    rows = []
+    for f in sorted(RES.glob("dvae_*_dvae*.json")):
+        d = _load(f)
+        e = d.get("entries", {}).get("dvae", {})
+        cfg, st = e.get("config", {}), e.get("stages", {})
+        if not e.get("done") or e.get("fit_seconds") is None or set(st) != {"1", "2"}:
+            continue
+        if any(cfg.get(k) != v for k, v in arch.items()) or any(v.get("resumed_from_epoch", 0) for v in st.values()):
+            continue
+        fmt = "NHWC" if cfg.get("channels_last") else "NCHW"
+        rows.append(((_cpu(d), fmt, f.stem), f"| {f.stem} | {_measured_on(f)} | {_cpu(d)} | {fmt} | "
+                     f"{st['1']['train_seconds']:.0f} | {st['2']['train_seconds']:.0f} | {e['fit_seconds']:.0f} |"))
+    head = ("| run | measured | CPU | memory format | stage 1 training (s) | stage 2 training (s) | fit, wall (s) |\n"
+            + "|---" * 7 + "|\n")
+    return head + "\n".join(r for _, r in sorted(rows)) + "\n"
+
+
 def dvae_clean_cost_table() -> str:
     """D-VAE's clean-data cost at the default stages, per run: seed, machine (CPU model) and compensation, each
     against the undefended accuracy of its own seed on its own kind of machine (``same_machine_clean_ref``)."""
@@ -705,7 +727,7 @@ def main() -> None:
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
                    "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
-                   "clean_cost": dvae_clean_cost_table}}
+                   "clean_cost": dvae_clean_cost_table, "fit_time": dvae_fit_time_table}}
     for doc, tables in blocks.items():
         for name, table in tables.items():
             replace_block(doc, name, table())
