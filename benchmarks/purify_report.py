@@ -302,6 +302,54 @@ def _cpu(run: dict) -> str:
     return model.replace("(R)", "").replace(" Processor", "")
 
 
+STAGE_SET_COMPS = [NO_COMP, (0.4, 0.0), (0.4, 0.025), (0.6, 0.025), (0.4, 0.05)]
+
+
+def _comp_name(comp: tuple[float, float]) -> str:
+    return "no compensation" if comp == NO_COMP else f"p = {comp[0]:g}, σ = {comp[1]:g}"
+
+
+def dvae_stage_sets_table() -> str:
+    """Every set of D-VAE runs at the default stages that share one set of stages (the same attack, seed, machine
+    and day, and identical stage outputs), by compensation: the differences within a row are the compensation's alone.
+    Clean-data cells add the cost against the same seed on the same kind of machine."""
+    want = {k: v for k, v in dvae_defaults().items() if k != "compensation"}
+    groups: dict[tuple, dict] = {}
+    for a in ATTACKS + ["clean"]:
+        for f in _dvae_run_files(a):
+            d = _load(f)
+            e = d.get("entries", {}).get("dvae", {})
+            setting = dvae_setting(e) if e.get("done") else {}
+            if not setting or {k: v for k, v in setting.items() if k != "compensation"} != want:
+                continue
+            out2 = e["stages"]["2"]["output"]  # the purified images' statistics: equal for the same stages
+            key = (a, d.get("seed", 0), _cpu(d), _measured_on(f), out2["psnr_xhat"], out2["kl"])
+            groups.setdefault(key, {})[setting["compensation"]] = (d, e["test_acc"])
+    lines = []
+    costs: dict[tuple[float, float], list[float]] = {}
+    for key in sorted(groups, key=lambda k: ((ATTACKS + ["clean"]).index(k[0]), k[1:4])):
+        runs = groups[key]
+        if len(runs) < 2:
+            continue
+        cells = []
+        for comp in STAGE_SET_COMPS:
+            if comp not in runs:
+                cells.append("—")
+                continue
+            d, acc = runs[comp]
+            ref = same_machine_clean_ref(d) if key[0] == "clean" else None
+            if ref is not None:
+                costs.setdefault(comp, []).append(100 * (ref - acc))
+            cells.append(_pct(acc) + (f" (cost {100 * (ref - acc):.2f})" if ref is not None else ""))
+        label = "none (clean data)" if key[0] == "clean" else key[0].upper()
+        lines.append(f"| {label} | {key[1]} | {key[2]} | {key[3]} | " + " | ".join(cells) + " |")
+    head = ("| data | seed | CPU | measured | " + " | ".join(_comp_name(c) for c in STAGE_SET_COMPS)
+            + " |\n" + "|---" * (4 + len(STAGE_SET_COMPS)) + "|\n")
+    mean = "; ".join(f"{_comp_name(c)} **{statistics.mean(v):.2f}** "
+                     f"({len(v)} seed{'s' if len(v) > 1 else ''})" for c in STAGE_SET_COMPS if (v := costs.get(c)))
+    return head + "\n".join(lines) + "\n\nMean clean-data cost over the seeds measured: " + mean + ".\n"
+
+
 def dvae_fit_time_table() -> str:
     """Every D-VAE fit that trained both stages from scratch at the CPU widths and the 20/10 epochs, by machine and
     memory format (NHWC since 2026-12-06; runs before recorded no ``channels_last`` and ran NCHW)."""
@@ -727,7 +775,8 @@ def main() -> None:
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
                    "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
-                   "clean_cost": dvae_clean_cost_table, "fit_time": dvae_fit_time_table}}
+                   "clean_cost": dvae_clean_cost_table, "fit_time": dvae_fit_time_table,
+                   "stage_sets": dvae_stage_sets_table}}
     for doc, tables in blocks.items():
         for name, table in tables.items():
             replace_block(doc, name, table())
