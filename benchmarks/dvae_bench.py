@@ -104,6 +104,7 @@ def main() -> None:
             entry |= {"fit_seconds": fit_s, "purify_seconds": pur_s, "stages": data.meta["purified"]["stages"]}
             # the effective setting, defaults included: a later change of a default cannot misdate this run
             entry["config"] = p.config.fingerprint_dict()
+            entry["channels_last"] = p.config.channels_last  # runtime, so not in the fingerprint; it sets the speed
             entry["fidelity"] = fidelity(data)
         if classify:
             t1 = time.perf_counter()
