@@ -94,7 +94,7 @@ class VAEConfig(Config):
     device: str = "auto"
     # Train and purify in NHWC memory format (as the classifier trainer does): oneDNN's NHWC kernels make a training
     # step at the CPU widths 1.25× faster on the 2-core machine (1.09× at the paper's; benchmarks/dvae_speed.py).
-    # Images with one channel stay NCHW (see ``_VAEPurifier._nhwc``).
+    # Images with one channel stay NCHW (see ``_VAEPurifier._memory_format``).
     channels_last: bool = True
     checkpoint_dir: str = ""  # resumable state (safetensors + JSON) per stage; "" = none
     progress: bool = False  # rich progress bars
@@ -400,12 +400,13 @@ class _VAEPurifier(Purifier):
         x, y = ds.tensors()
         return x.clone(memory_format=torch.contiguous_format), y
 
-    def _nhwc(self, channels: int) -> bool:
-        """Whether to run in NHWC memory format: ``channels_last`` on and images with more than one channel.
+    def _memory_format(self, channels: int) -> torch.memory_format:
+        """NHWC (``channels_last``) when the config asks for it and the images have more than one channel, else NCHW.
 
         One-channel images stay NCHW: their NHWC view is ambiguous (the same strides as NCHW), the case in which
         oneDNN's weight gradient crashed (``_input``)."""
-        return self.config.channels_last and channels > 1
+        nhwc = self.config.channels_last and channels > 1
+        return torch.channels_last if nhwc else torch.contiguous_format
 
     def _data_fp(self, ds: ImageDataset) -> str:
         return str(derive_seed(len(ds), ds.image_shape, ds.num_classes, ds.labels.tobytes(),
@@ -460,7 +461,7 @@ class _VAEPurifier(Purifier):
         runs out first. The state is saved after every epoch when a checkpoint dir is set."""
         cfg, dev = self.config, self.device
         torch.manual_seed(derive_seed(self.name, "init", cfg.seed, stage))
-        fmt = torch.channels_last if self._nhwc(x_u8.shape[1]) else torch.contiguous_format
+        fmt = self._memory_format(x_u8.shape[1])
         model = self._build(stage, ds).to(dev, memory_format=fmt)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=0.0)
         ckpt = self._ckpt()
@@ -524,7 +525,7 @@ class _VAEPurifier(Purifier):
         """Batched purification of uint8 (N, C, H, W) images; returns uint8 output (on the CPU) and statistics."""
         cfg, dev = self.config, self.device
         model.eval()
-        fmt = torch.channels_last if self._nhwc(x_u8.shape[1]) else torch.contiguous_format
+        fmt = self._memory_format(x_u8.shape[1])
         model.to(memory_format=fmt)  # a model loaded or trained elsewhere may be in the other format
         n = len(x_u8)
         out_u8 = torch.empty_like(x_u8, device="cpu")
