@@ -302,7 +302,7 @@ def _cpu(run: dict) -> str:
     return model.replace("(R)", "").replace(" Processor", "")
 
 
-STAGE_SET_COMPS = [NO_COMP, (0.4, 0.0), (0.4, 0.025), (0.6, 0.025), (0.4, 0.05)]
+STAGE_SET_COMPS = [NO_COMP, (0.4, 0.0), (0.0, 0.025), (0.4, 0.025), (0.6, 0.025), (0.4, 0.05)]
 
 
 def _comp_name(comp: tuple[float, float]) -> str:
