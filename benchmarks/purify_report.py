@@ -345,9 +345,9 @@ def dvae_stage_sets_table() -> str:
         lines.append(f"| {label} | {key[1]} | {key[2]} | {key[3]} | " + " | ".join(cells) + " |")
     head = ("| data | seed | CPU | measured | " + " | ".join(_comp_name(c) for c in STAGE_SET_COMPS)
             + " |\n" + "|---" * (4 + len(STAGE_SET_COMPS)) + "|\n")
-    mean = "; ".join(f"{_comp_name(c)} **{statistics.mean(v):.2f}** "
-                     f"({len(v)} seed{'s' if len(v) > 1 else ''})" for c in STAGE_SET_COMPS if (v := costs.get(c)))
-    return head + "\n".join(lines) + "\n\nMean clean-data cost over the seeds measured: " + mean + ".\n"
+    mean = "; ".join(f"{_comp_name(c)} **{statistics.mean(v):.2f}** ({len(v)} row{'s' if len(v) > 1 else ''})"
+                     for c in STAGE_SET_COMPS if (v := costs.get(c)))
+    return head + "\n".join(lines) + "\n\nMean clean-data cost over the clean-data rows: " + mean + ".\n"
 
 
 def dvae_fit_time_table() -> str:
