@@ -11,6 +11,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,6 +60,20 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 15) -> float:
         a @ b
         times.append(time.perf_counter() - t0)
     return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def interleaved_medians(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds per call of each callable after one warm-up call each, their calls interleaved so that a slow
+    spell of a shared machine falls on all of them alike."""
+    for step in steps.values():
+        step()
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    for _ in range(repeats):
+        for k, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _cpu_model() -> str:

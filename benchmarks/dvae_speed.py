@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save  # noqa: E402
+from common import interleaved_medians, machine, save  # noqa: E402
 
 from unpoison.defenses.purify.dvae import DVAE, BasicBlock, DVAEConfig, vae_loss  # noqa: E402
 
@@ -60,20 +58,6 @@ class OfficialStandIn(nn.Module):
         w = d.post(mu + (0.5 * logvar).exp() * noise)
         return {"xhat": d.decoder(w), "mu": mu, "logvar": logvar, "p": d.decoder_p(d.class_emb[y] + w),
                 "logits": self.tail(h)}
-
-
-def time_steps(steps: dict, repeats: int) -> dict[str, float]:  # noqa: ANN001
-    """Median seconds per step of each callable, their steps interleaved so that a slow spell of a shared machine
-    falls on all of them alike."""
-    for step in steps.values():
-        step()
-    times: dict[str, list[float]] = {k: [] for k in steps}
-    for _ in range(repeats):
-        for k, step in steps.items():
-            t0 = time.perf_counter()
-            step()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def main() -> None:
@@ -124,7 +108,7 @@ def main() -> None:
             nn.utils.clip_grad_norm_(official.parameters(), 5.0)
             opt2.step()
 
-        t = time_steps({"ours": step_ours, "nhwc": step_nhwc, "official": step_official}, args.repeats)
+        t = interleaved_medians({"ours": step_ours, "nhwc": step_nhwc, "official": step_official}, args.repeats)
         t_ours, t_nhwc, t_off = t["ours"], t["nhwc"], t["official"]
         # "ours" and the stand-in both NCHW: the architecture's saving alone; "nhwc": what the memory format adds
         out_rows[which] = {"config": cfg.to_dict(), "ours_step_s": round(t_ours, 4), "official_step_s": round(t_off, 4),

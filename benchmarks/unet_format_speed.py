@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, save  # noqa: E402
+from common import interleaved_medians, machine, save  # noqa: E402
 
 from unpoison.models.diffusion import build_unet, count_params  # noqa: E402
 
@@ -55,16 +53,7 @@ def main() -> None:
 
     rows = {}
     for kind, train in (("train_step", True), ("forward", False)):
-        steps = {"nchw": make(False, train), "nhwc": make(True, train)}
-        for s in steps.values():
-            s()
-        times: dict[str, list[float]] = {k: [] for k in steps}
-        for _ in range(args.repeats):
-            for k, s in steps.items():
-                t0 = time.perf_counter()
-                s()
-                times[k].append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) for k, v in times.items()}
+        med = interleaved_medians({"nchw": make(False, train), "nhwc": make(True, train)}, args.repeats)
         rows[kind] = {"nchw_s": round(med["nchw"], 4), "nhwc_s": round(med["nhwc"], 4),
                       "nhwc_speedup": round(med["nchw"] / med["nhwc"], 3)}
         print(kind, rows[kind], flush=True)
