@@ -21,6 +21,7 @@ import re
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -302,6 +303,18 @@ def _cpu(run: dict) -> str:
     return model.replace("(R)", "").replace(" Processor", "")
 
 
+def _default_stage_runs(attack: str) -> Iterator[tuple[Path, dict, dict, tuple[float, float]]]:
+    """The finished D-VAE runs of ``attack`` whose stages are at the current defaults, whatever compensation their
+    classifier trained with: (file, result, its dvae entry, its compensation)."""
+    want = {k: v for k, v in dvae_defaults().items() if k != "compensation"}
+    for f in _dvae_run_files(attack):
+        d = _load(f)
+        e = d.get("entries", {}).get("dvae", {})
+        setting = dvae_setting(e) if e.get("done") else {}
+        if setting and {k: v for k, v in setting.items() if k != "compensation"} == want:
+            yield f, d, e, setting["compensation"]
+
+
 STAGE_SET_COMPS = [NO_COMP, (0.4, 0.0), (0.0, 0.025), (0.4, 0.025), (0.6, 0.025), (0.4, 0.05)]
 
 
@@ -313,18 +326,12 @@ def dvae_stage_sets_table() -> str:
     """Every set of D-VAE runs at the default stages that share one set of stages (the same attack, seed, machine
     and day, and identical stage outputs), by compensation: the differences within a row are the compensation's alone.
     Clean-data cells add the cost against the same seed on the same kind of machine."""
-    want = {k: v for k, v in dvae_defaults().items() if k != "compensation"}
     groups: dict[tuple, dict] = {}
     for a in ATTACKS + ["clean"]:
-        for f in _dvae_run_files(a):
-            d = _load(f)
-            e = d.get("entries", {}).get("dvae", {})
-            setting = dvae_setting(e) if e.get("done") else {}
-            if not setting or {k: v for k, v in setting.items() if k != "compensation"} != want:
-                continue
+        for f, d, e, comp in _default_stage_runs(a):
             out2 = e["stages"]["2"]["output"]  # the purified images' statistics: equal for the same stages
             key = (a, d.get("seed", 0), _cpu(d), _measured_on(f), out2["psnr_xhat"], out2["kl"])
-            groups.setdefault(key, {})[setting["compensation"]] = (d, e["test_acc"])
+            groups.setdefault(key, {})[comp] = (d, e["test_acc"])
     lines = []
     costs: dict[tuple[float, float], list[float]] = {}
     for key in sorted(groups, key=lambda k: ((ATTACKS + ["clean"]).index(k[0]), k[1:4])):
@@ -375,16 +382,9 @@ def dvae_fit_time_table() -> str:
 def dvae_clean_cost_table() -> str:
     """D-VAE's clean-data cost at the default stages, per run: seed, machine (CPU model) and compensation, each
     against the undefended accuracy of its own seed on its own kind of machine (``same_machine_clean_ref``)."""
-    want = {k: v for k, v in dvae_defaults().items() if k != "compensation"}
     rows = []
-    for f in _dvae_run_files("clean"):
-        d = _load(f)
-        e = d.get("entries", {}).get("dvae", {})
-        setting = dvae_setting(e) if e.get("done") else {}
-        if not setting or {k: v for k, v in setting.items() if k != "compensation"} != want:
-            continue
+    for f, d, e, comp in _default_stage_runs("clean"):
         ref = same_machine_clean_ref(d)
-        comp = setting["compensation"]
         cost = "—" if ref is None else f"{100 * (ref - e['test_acc']):.2f}"
         seed = d.get("seed", 0)
         rows.append(((seed, comp, f.stem), f"| {f.stem} | {_measured_on(f)} | {_cpu(d)} | {seed} | "
