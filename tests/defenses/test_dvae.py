@@ -6,6 +6,7 @@ class-wise noise that does bite at test scale; besides it, a synthetic set with 
 find it) and real CIFAR-10 + URP (the KL must settle at κ).
 """
 
+import json
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from unpoison.defenses.purify.despeckle import despeckle
 from unpoison.defenses.purify.dvae import DVAE, DVAEConfig, gaussian_kl, vae_loss
 from unpoison.errors import UnpoisonError
 from unpoison.training import resolve_train_transform
+from unpoison.utils.seed import derive_seed
 
 TINY = dict(width=8, feat_channels=8, latent_channels=8, dec_widths=(8, 4), batch_size=16)
 
@@ -275,6 +277,35 @@ def test_stage2_epochs_caps_stage_2_and_keys_it_by_the_effective_count(tmp_path)
     assert len(list((tmp_path / "ck").glob("stage2-*.safetensors"))) == 2
     with pytest.raises(UnpoisonError, match="stage2_epochs"):
         create_purifier("dvae", **TINY, stage2_epochs=-1)
+
+
+def test_stage2_scale_widens_stage_2_only_and_keeps_older_keys(tmp_path):
+    """stage2_scale=2 doubles stage 2's channels (not the latent's, nor stage 1's), reuses stage 1's checkpoint and
+    gives what a fresh run gives; stage-2 variants coexist, and an explicit 1 is the default's checkpoint."""
+    ds = _synthetic(n=32, k=4)
+    kw = dict(TINY, epochs=1)
+    ck = str(tmp_path / "ck")
+    base = create_purifier("dvae", **kw, checkpoint_dir=ck)
+    base.fit(ds)
+    wide = create_purifier("dvae", **kw, stage2_scale=2.0, checkpoint_dir=ck)
+    out = wide.fit_purify(ds)
+    assert wide.stage_info[1]["resumed_from_epoch"] == 1 and wide.stage_info[2]["resumed_from_epoch"] == 0
+    m1, m2 = wide.models[1], wide.models[2]
+    assert m2.encoder.net[0].out_channels == 2 * m1.encoder.net[0].out_channels == 16
+    assert m2.fc_mu.out_channels == m1.fc_mu.out_channels == 8
+    assert sum(p.numel() for p in m2.parameters()) > 2 * sum(p.numel() for p in m1.parameters())
+    assert np.array_equal(out.images, create_purifier("dvae", **kw, stage2_scale=2.0).fit_purify(ds).images)
+    assert not np.array_equal(out.images, base.purify(ds).images)
+    again = create_purifier("dvae", **kw, stage2_scale=1.0, checkpoint_dir=ck)
+    again.fit(ds)
+    assert again.stage_info[2]["resumed_from_epoch"] == 1  # the first run's file
+    assert len(list((tmp_path / "ck").glob("stage2-*.safetensors"))) == 2
+    p = create_purifier("dvae", **kw)  # at 1 the field stays out of stage 2's key (the key before it existed)
+    old = json.dumps({"kappa2": p.config.kappa2, "latent": p.config.latent, "eval_batch_size": 512}, sort_keys=True)
+    assert p._stage_fp("r", 2) == str(derive_seed("r/1", 2, old))
+    assert p._stage_fp("r", 2) != create_purifier("dvae", **kw, stage2_scale=1.5)._stage_fp("r", 2)
+    with pytest.raises(UnpoisonError, match="stage2_scale"):
+        create_purifier("dvae", stage2_scale=0.0)
 
 
 def test_learns_the_classwise_perturbation():

@@ -149,6 +149,9 @@ class DVAEConfig(VAEConfig):
     # epochs for that than stage 2 needs to reconstruct (docs/dvae.md, "Stage-1 epochs": on OPS, p̂ holds 6% of the
     # pixel change at 10 epochs, 54% at 20). A cap, not a count, so a short run (epochs=3) stays 3/3.
     stage2_epochs: int = 10
+    # Channel multiplier of stage 2's VAE (width, feat_channels, dec_widths; latent_channels stay, so κ₂ bounds the
+    # same rate): a wider stage 2 reconstructs more per nat. 1 = stage 1's widths (the paper uses one size for both).
+    stage2_scale: float = 1.0
     # ECLIPSE's compensation on the purified set (VAEConfig; the ``paper`` preset turns it off). Measured on
     # 2026-12-06 in same-image pairs, the same stages with and without it (docs/dvae.md, "Compensation"): it helped in
     # the first ten pairs (clean data 73.26 → 75.03%, TAP 44.64 → 51.03%, REM 65.64 → 70.42%, OPS 70.50 → 73.13%, by
@@ -173,12 +176,22 @@ class DVAEConfig(VAEConfig):
         check(self.kappa1 >= 0 and self.kappa2 >= 0, f"kappa1 and kappa2 must be ≥ 0; got {self.kappa1}, {self.kappa2}")
         check(self.stages in (1, 2), f"stages must be 1 or 2; got {self.stages}")
         check(self.stage2_epochs >= 0, f"stage2_epochs must be ≥ 0 (0 = no cap); got {self.stage2_epochs}")
+        check(self.stage2_scale > 0, f"stage2_scale must be > 0; got {self.stage2_scale}")
         check(self.p_energy >= 0, f"p_energy must be ≥ 0; got {self.p_energy}")
         check(0 <= self.hinge_start <= 1, f"hinge_start must be in [0, 1]; got {self.hinge_start}")
 
     def stage_epochs(self, stage: int) -> int:
         """Epochs stage ``stage`` trains: ``epochs``, stage 2 capped at ``stage2_epochs`` (0 = no cap)."""
         return min(self.epochs, self.stage2_epochs) if stage == 2 and self.stage2_epochs else self.epochs
+
+    def stage_arch(self, stage: int) -> "DVAEConfig":
+        """The config stage ``stage``'s network is built from: stage 2's channels scaled by ``stage2_scale``."""
+        s = self.stage2_scale
+        if stage != 2 or s == 1.0:
+            return self
+        w = lambda c: max(1, round(c * s))  # noqa: E731
+        return dataclasses.replace(self, width=w(self.width), feat_channels=w(self.feat_channels),
+                                   dec_widths=tuple(w(d) for d in self.dec_widths))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -420,6 +433,9 @@ class _VAEPurifier(Purifier):
     # fields (a κ₂ sweep, stages=1 → 2) reuses the earlier stages' checkpoints from the same checkpoint_dir.
     later_stage_fields: dict[int, tuple[str, ...]] = {}
     no_stage_fields: tuple[str, ...] = ()
+    # Later-stage fields added after checkpoints were written: at this value they stay out of the stage's key, so the
+    # checkpoints written before the field existed keep theirs.
+    unkeyed_at: dict[str, Any] = {}
 
     def _run_fp(self, ds: ImageDataset) -> str:
         """What every stage depends on: the method, the shared config and the data (the checkpoint dir's owner)."""
@@ -434,7 +450,8 @@ class _VAEPurifier(Purifier):
     def _stage_fp(self, run_fp: str, stage: int) -> str:
         fp = f"{run_fp}/1"
         for k in range(2, stage + 1):
-            own = {f: getattr(self.config, f) for f in self.later_stage_fields.get(k, ())}
+            own = {f: getattr(self.config, f) for f in self.later_stage_fields.get(k, ())
+                   if not (f in self.unkeyed_at and getattr(self.config, f) == self.unkeyed_at[f])}
             if self._epochs(k) != self.config.epochs:  # only then: a stage trained ``epochs`` keeps its old key
                 own["epochs"] = self._epochs(k)
             fp = str(derive_seed(fp, k, json.dumps(own, sort_keys=True)))
@@ -651,13 +668,14 @@ class DVAEPurifier(_VAEPurifier):
     # Stage 1 trains the same whatever stage 2 does. The latent at purification (and the batching of its sampled noise)
     # changes no training, only the stage outputs: so it is stage 2's field (it trains on stage 1's output), and
     # switching latent=sample/mean retrains stage 2 only.
-    later_stage_fields = {2: ("kappa2", "latent", "eval_batch_size")}
+    later_stage_fields = {2: ("kappa2", "latent", "eval_batch_size", "stage2_scale")}
+    unkeyed_at = {"stage2_scale": 1.0}
     # stage2_epochs enters stage 2's key through _epochs (as the effective count), so 0 and ``epochs`` share a key
     no_stage_fields = ("stages", "stage2_epochs", *_TRANSFORM_ONLY)
 
     def _build(self, stage: int, ds: ImageDataset) -> RateVAE:
         h, w, c = ds.image_shape
-        return DVAE(c, (h, w), ds.num_classes, self.config)
+        return DVAE(c, (h, w), ds.num_classes, self.config.stage_arch(stage))
 
     def _kappa(self, stage: int) -> float:
         return self.config.kappa1 if stage == 1 else self.config.kappa2
