@@ -2,6 +2,7 @@
 
     python benchmarks/dvae_speed.py                       # CPU-default widths and the paper widths
     python benchmarks/dvae_speed.py --repeats 3 --batch 32 --tag smoke
+    python benchmarks/dvae_speed.py --compile --tag compile   # adds the NHWC step under compile=true
 
 The official ``ResNetDVAE`` (yuyi-sd/D-VAE) computes, per step, besides the used parts: the unused rest of its
 ResNet-18 (``layer2[1]``, ``layer3``, ``layer4``, ``linear``) on the encoder features, whose logits enter no loss,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -25,7 +27,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, machine, save  # noqa: E402
 
-from unpoison.defenses.purify.dvae import DVAE, BasicBlock, DVAEConfig, vae_loss  # noqa: E402
+from unpoison.defenses.purify.dvae import (  # noqa: E402
+    DVAE,
+    BasicBlock,
+    DVAEConfig,
+    compiled_or_error,
+    forward_loss,
+    vae_loss,
+)
 
 
 def _resnet18(num_classes: int, width: int) -> nn.Module:
@@ -65,6 +74,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--widths", default="cpu,paper", help="comma list of cpu | paper")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the NHWC step with compile=true (torch.compile of forward + loss)")
     ap.add_argument("--tag", default="")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -76,11 +87,11 @@ def main() -> None:
         ours = DVAE(3, (32, 32), k, cfg)
         noise = torch.randn(ours.latent_shape(bs))
 
-        def make_step(model: nn.Module, inp: torch.Tensor):  # noqa: ANN202
+        def make_step(model: nn.Module, inp: torch.Tensor, fwd_loss=forward_loss):  # noqa: ANN001, ANN202
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
             def step() -> None:
-                loss, _ = vae_loss(model(inp, y, noise), inp, 1.0, 0.01, 0.002)
+                loss, _ = fwd_loss(model, inp, y, noise, 1.0, 0.01, 0.002)
                 opt.zero_grad()
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -89,8 +100,12 @@ def main() -> None:
 
         # ``channels_last`` (the default since 2026-12-06): the same model in NHWC memory format, as D-VAE trains
         step_ours = make_step(copy.deepcopy(ours), x)
-        step_nhwc = make_step(copy.deepcopy(ours).to(memory_format=torch.channels_last),
-                              x.contiguous(memory_format=torch.channels_last))
+        x_nhwc = x.contiguous(memory_format=torch.channels_last)
+        step_nhwc = make_step(copy.deepcopy(ours).to(memory_format=torch.channels_last), x_nhwc)
+        compiled = {}
+        if args.compile:  # what D-VAE runs with compile=true; the warm-up call below compiles it (not timed)
+            compiled["nhwc_compiled"] = make_step(copy.deepcopy(ours).to(memory_format=torch.channels_last), x_nhwc,
+                                                  compiled_or_error(forward_loss))
 
         official = OfficialStandIn(cfg, k)
         monitor = _resnet18(k, 64).eval()  # full-width ResNet-18 monitor, trained on the poisons (frozen here)
@@ -108,16 +123,25 @@ def main() -> None:
             nn.utils.clip_grad_norm_(official.parameters(), 5.0)
             opt2.step()
 
-        t = interleaved_medians({"ours": step_ours, "nhwc": step_nhwc, "official": step_official}, args.repeats)
+        t0 = time.perf_counter()
+        for step in compiled.values():
+            step()
+        compile_s = time.perf_counter() - t0
+        t = interleaved_medians({"ours": step_ours, "nhwc": step_nhwc, "official": step_official, **compiled},
+                                args.repeats)
         t_ours, t_nhwc, t_off = t["ours"], t["nhwc"], t["official"]
         # "ours" and the stand-in both NCHW: the architecture's saving alone; "nhwc": what the memory format adds
         out_rows[which] = {"config": cfg.to_dict(), "ours_step_s": round(t_ours, 4), "official_step_s": round(t_off, 4),
                            "ratio": round(t_off / t_ours, 2), "ours_img_per_s": round(bs / t_ours, 1),
                            "ours_nhwc_step_s": round(t_nhwc, 4), "nhwc_speedup": round(t_ours / t_nhwc, 2),
                            "ratio_nhwc": round(t_off / t_nhwc, 2)}
+        if compiled:
+            out_rows[which] |= {"nhwc_compiled_step_s": round(t["nhwc_compiled"], 4),
+                                "compile_speedup": round(t_nhwc / t["nhwc_compiled"], 2),
+                                "first_compiled_step_s": round(compile_s, 1)}
         r = out_rows[which]
         print(which, r["ours_step_s"], r["ours_nhwc_step_s"], r["official_step_s"], r["ratio"], r["nhwc_speedup"],
-              flush=True)
+              r.get("compile_speedup", ""), flush=True)
     res = {"batch": bs, "repeats": args.repeats, "rows": out_rows, "machine": machine(),
            "command": "python " + " ".join(sys.argv)}
     print(save("dvae_speed" + (f"_{args.tag}" if args.tag else ""), res))

@@ -179,6 +179,33 @@ def test_channels_last_changes_only_rounding_and_shares_checkpoints(tmp_path):
     assert np.abs(c.images.astype(int) - a.images.astype(int)).max() <= 1
 
 
+def test_compile_changes_only_rounding_and_shares_checkpoints(tmp_path):
+    """compile=true (torch.compile of the training forward + loss) is a runtime setting: the same checkpoint key,
+    and a 1-epoch run purifies to within a few levels of eager (rounding only)."""
+    ds = _synthetic(n=32, k=4)
+    kw = dict(TINY, epochs=1, stages=1)
+    eager = create_purifier("dvae", **kw, checkpoint_dir=str(tmp_path / "e"))
+    a = eager.fit_purify(ds).images.astype(int)
+    comp = create_purifier("dvae", **kw, compile=True, checkpoint_dir=str(tmp_path / "c"))
+    b = comp.fit_purify(ds).images.astype(int)
+    assert comp.config.fingerprint_dict() == eager.config.fingerprint_dict()
+    assert comp._stage_fp(comp._run_fp(ds), 1) == eager._stage_fp(eager._run_fp(ds), 1)
+    assert np.abs(a - b).max() <= 3
+    other = create_purifier("dvae", **kw, seed=1).fit_purify(ds).images.astype(int)
+    assert np.abs(a - other).max() > 3  # the check above can fail
+
+
+def test_compile_failure_is_one_line(monkeypatch):
+    from torch._inductor.exc import InductorError
+
+    def fail(*args):
+        raise InductorError(RuntimeError("no C++ compiler\nmore lines"), None)
+
+    monkeypatch.setattr(torch, "compile", lambda fn: fail)
+    with pytest.raises(UnpoisonError, match=r"^compile=true: torch.compile failed \(RuntimeError: no C\+\+ compiler\)"):
+        create_purifier("dvae", **TINY, epochs=1, stages=1, compile=True).fit(_synthetic(n=32, k=4))
+
+
 def test_stage1_checkpoint_is_reused_by_other_stage2_settings(tmp_path):
     """A κ₂ change (or stages 1 → 2) retrains stage 2 only, and gives what a fresh run gives; stage-2 variants
     coexist in one checkpoint dir; a different shared setting (κ₁) is still refused as another run."""

@@ -57,7 +57,7 @@ from unpoison.utils.seed import derive_seed, torch_generator
 # --------------------------------------------------------------------------------------------------------------------
 _TRANSFORM_ONLY = ("gray_p", "noise_std")  # set the purified set's training-time transform; no stage depends on them
 # Do not change what is computed (channels_last changes only the float rounding of the convolutions).
-_RUNTIME = ("device", "progress", "checkpoint_dir", "perturbation_grid", "channels_last")
+_RUNTIME = ("device", "progress", "checkpoint_dir", "perturbation_grid", "channels_last", "compile")
 
 
 @dataclasses.dataclass
@@ -96,6 +96,10 @@ class VAEConfig(Config):
     # step at the CPU widths 1.25× faster on the 2-core machine (1.09× at the paper's; benchmarks/dvae_speed.py).
     # Images with one channel stay NCHW (see ``_VAEPurifier._memory_format``).
     channels_last: bool = True
+    # torch.compile the training step's forward and loss (inductor; needs a C++ compiler on the CPU). Off by default:
+    # it costs a compilation per stage (and again per new batch shape) and changes only the float rounding;
+    # benchmarks/dvae_speed.py --compile measures what it saves per step.
+    compile: bool = False
     checkpoint_dir: str = ""  # resumable state (safetensors + JSON) per stage; "" = none
     progress: bool = False  # rich progress bars
 
@@ -345,6 +349,29 @@ def vae_loss(out: dict[str, torch.Tensor], x: torch.Tensor, kappa: float, kl_wei
 # --------------------------------------------------------------------------------------------------------------------
 # Seeded, resumable training of one stage
 # --------------------------------------------------------------------------------------------------------------------
+def forward_loss(model: RateVAE, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, kappa: float,
+                  kl_weight: float, p_energy: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training step's forward pass and loss (the part ``compile=True`` hands to torch.compile)."""
+    return vae_loss(model(x, y, noise), x, kappa, kl_weight, p_energy)
+
+
+def compiled_or_error(fn: Any) -> Any:
+    """``fn`` under torch.compile, a compiler failure (no C++ toolchain, an unsupported backend) turned into a
+    one-line error rather than a silent eager fallback."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InductorError
+
+    compiled = torch.compile(fn)
+
+    def call(*args: Any) -> Any:
+        try:
+            return compiled(*args)
+        except (BackendCompilerFailed, InductorError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UnpoisonError(f"compile=true: torch.compile failed ({first}); set compile=false") from None
+    return call
+
+
 def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
     """CosineAnnealingLR(T_max = epochs, eta_min = 0) stepped per epoch, as the official code: a pure function."""
     return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
@@ -495,6 +522,7 @@ class _VAEPurifier(Purifier):
         kappa = self._kappa(stage)
         epochs = self._epochs(stage)
         bar = Bar(cfg.progress, steps * epochs, f"{self.name} stage {stage}", done=start * steps)
+        step_loss = compiled_or_error(forward_loss) if cfg.compile else forward_loss
         model.train()
         try:
             for epoch in range(start, epochs):
@@ -515,8 +543,7 @@ class _VAEPurifier(Purifier):
                     idx = perm[s * bs:(s + 1) * bs]
                     xb = x_u8[idx].float().div_(255.0).contiguous(memory_format=fmt)
                     noise = _noise(model.latent_shape(len(idx)), g, dev)
-                    out = model(xb, y[idx], noise)
-                    loss, parts = vae_loss(out, xb, kappa, cfg.kl_weight, p_energy)
+                    loss, parts = step_loss(model, xb, y[idx], noise, kappa, cfg.kl_weight, p_energy)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip > 0:
