@@ -64,6 +64,7 @@ def _setting(cfg: dict) -> dict:
     epochs = DVAEConfig(epochs=int(cfg["epochs"]), stage2_epochs=int(cfg.get("stage2_epochs", 0)))
     return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs.stage_epochs(1),
             "stage2_epochs": epochs.stage_epochs(2),  # stage 2's effective epochs, as the purifier counts them
+            "stage2_scale": float(cfg.get("stage2_scale", 1.0)),  # stage 2 at stage 1's widths before it existed
             "despeckle": float(cfg.get("despeckle", 0.0)),  # off in every run before the option existed
             "compensation": (float(cfg.get("gray_p", 0.0)), float(cfg.get("noise_std", 0.0)))}  # likewise
 
@@ -369,7 +370,8 @@ def dvae_fit_time_table() -> str:
         cfg, st = e.get("config", {}), e.get("stages", {})
         if not e.get("done") or e.get("fit_seconds") is None or set(st) != {"1", "2"}:
             continue
-        if any(cfg.get(k) != v for k, v in arch.items()) or any(v.get("resumed_from_epoch", 0) for v in st.values()):
+        if any(cfg.get(k) != v for k, v in arch.items()) or cfg.get("stage2_scale", 1.0) != 1.0 \
+                or any(v.get("resumed_from_epoch", 0) for v in st.values()):
             continue
         fmt = "NHWC" if e.get("channels_last") else "NCHW"
         rows.append(((_cpu(d), fmt, f.stem), f"| {f.stem} | {_measured_on(f)} | {_cpu(d)} | {fmt} | "
