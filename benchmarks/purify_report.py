@@ -358,6 +358,49 @@ def dvae_stage_sets_table() -> str:
     return head + "\n".join(lines) + "\n\nMean clean-data cost over the clean-data rows: " + mean + ".\n"
 
 
+def dvae_stage2_width_table() -> str:
+    """Stage 2 at other widths (``stage2_scale``) or rates (κ₂) on the same stage 1 as a default run: per data, seed
+    and machine (one stage 1: equal stage-1 output statistics), every run whose setting differs from the defaults at
+    most there, the compensation at its default. Attacks get their recovery, clean data its cost."""
+    free = ("stage2_scale", "kappa2")
+    base = {k: v for k, v in dvae_defaults().items() if k not in free}
+    _, rows = collect()
+    groups: dict[tuple, list] = {}
+    for a in ATTACKS + ["clean"]:
+        for f in _dvae_run_files(a):
+            d = _load(f)
+            e = d.get("entries", {}).get("dvae", {})
+            setting = dvae_setting(e) if e.get("done") else {}
+            if not setting or {k: v for k, v in setting.items() if k not in free} != base:
+                continue
+            out1 = e["stages"]["1"]["output"]
+            key = (a, d.get("seed", 0), _cpu(d), out1["psnr_xhat"], out1["kl"])
+            groups.setdefault(key, []).append((setting["stage2_scale"], setting["kappa2"], f, d, e))
+    lines = []
+    for key in sorted(groups, key=lambda k: ((ATTACKS + ["clean"]).index(k[0]), k[1:3])):
+        runs = groups[key]
+        if all(r[0] == 1.0 for r in runs):
+            continue  # no wider stage 2 on this stage 1
+        a = key[0]
+        for scale, kappa2, f, d, e in sorted(runs, key=lambda r: r[:2]):
+            acc = e["test_acc"]
+            if a == "clean":
+                ref = same_machine_clean_ref(d)
+                score = "—" if ref is None else f"cost {100 * (ref - acc):.2f}"
+            else:
+                rr = _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
+                score = "—" if rr is None else f"recovery {rr:.3f}"
+            st2 = e["stages"]["2"]
+            label = "none (clean data)" if a == "clean" else a.upper()
+            lines.append(f"| {label} | {key[1]} | {key[2]} | {scale:g} | {kappa2:g} | {_pct(acc)} | {score} | "
+                         f"{e['fidelity'].get('poison_retained', '—') if a != 'clean' else '—'} | "
+                         f"{e['fidelity']['psnr_purified']:.2f} | {st2['output']['psnr_xhat']:.2f} | "
+                         f"{st2['train_seconds']:.0f} | {f.stem} |")
+    head = ("| data | seed | CPU | stage-2 scale | κ₂ | accuracy | recovery / cost | δ left | PSNR purified (dB) | "
+            "stage-2 x̂ PSNR (dB) | stage-2 training (s) | run |\n" + "|---" * 12 + "|\n")
+    return head + "\n".join(lines) + "\n"
+
+
 def dvae_fit_time_table() -> str:
     """Every D-VAE fit that trained both stages from scratch at the CPU widths and the 20/10 epochs, by machine and
     memory format (NHWC since 2026-12-06, the entry's ``channels_last``; runs before recorded none and ran NCHW)."""
@@ -778,7 +821,7 @@ def main() -> None:
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
                    "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
                    "clean_cost": dvae_clean_cost_table, "fit_time": dvae_fit_time_table,
-                   "stage_sets": dvae_stage_sets_table}}
+                   "stage_sets": dvae_stage_sets_table, "stage2_width": dvae_stage2_width_table}}
     for doc, tables in blocks.items():
         for name, table in tables.items():
             replace_block(doc, name, table())
