@@ -403,7 +403,8 @@ def dvae_stage2_width_table() -> str:
 
 def dvae_fit_time_table() -> str:
     """Every D-VAE fit that trained both stages from scratch at the CPU widths and the 20/10 epochs, by machine and
-    memory format (NHWC since 2026-12-06, the entry's ``channels_last``; runs before recorded none and ran NCHW)."""
+    memory format (NHWC since 2026-12-06, the entry's ``channels_last``; runs before recorded none and ran NCHW), and
+    whether the training step ran under torch.compile (``compile``)."""
     arch = {k: v for k, v in DVAEConfig().to_dict().items()
             if k in ("width", "feat_channels", "latent_channels", "dec_widths", "epochs", "stage2_epochs")}
     rows = []
@@ -416,11 +417,11 @@ def dvae_fit_time_table() -> str:
         if any(cfg.get(k) != v for k, v in arch.items()) or cfg.get("stage2_scale", 1.0) != 1.0 \
                 or any(v.get("resumed_from_epoch", 0) for v in st.values()):
             continue
-        fmt = "NHWC" if e.get("channels_last") else "NCHW"
+        fmt = ("NHWC" if e.get("channels_last") else "NCHW") + (", compiled" if cfg.get("compile") else "")
         rows.append(((_cpu(d), fmt, f.stem), f"| {f.stem} | {_measured_on(f)} | {_cpu(d)} | {fmt} | "
                      f"{st['1']['train_seconds']:.0f} | {st['2']['train_seconds']:.0f} | {e['fit_seconds']:.0f} |"))
-    head = ("| run | measured | CPU | memory format | stage 1 training (s) | stage 2 training (s) | fit, wall (s) |\n"
-            + "|---" * 7 + "|\n")
+    head = ("| run | measured | CPU | memory format, compile | stage 1 training (s) | stage 2 training (s) "
+            "| fit, wall (s) |\n" + "|---" * 7 + "|\n")
     return head + "\n".join(r for _, r in sorted(rows)) + "\n"
 
 
