@@ -31,6 +31,7 @@ import dataclasses
 import json
 import math
 import time
+import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -361,7 +362,11 @@ def compiled_or_error(fn: Any) -> Any:
     from torch._dynamo.exc import BackendCompilerFailed
     from torch._inductor.exc import InductorError
 
-    compiled = torch.compile(fn)
+    # A fresh copy of the code object per call: dynamo caches compiled graphs per code object and, past 8
+    # recompiles (each new model is one), would run the function eagerly with only a warning; a stage compiles
+    # its own copy, so a process that fits many times keeps compiling.
+    fresh = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    compiled = torch.compile(fresh)
 
     def call(*args: Any) -> Any:
         try:
