@@ -31,10 +31,10 @@ from unpoison.defenses.purify.dvae import (  # noqa: E402
     DVAE,
     BasicBlock,
     DVAEConfig,
-    compiled_or_error,
     forward_loss,
     vae_loss,
 )
+from unpoison.utils.device import compiled_or_error  # noqa: E402
 
 
 def _resnet18(num_classes: int, width: int) -> nn.Module:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import types
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -59,3 +61,24 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 def precision_name(dtype: torch.dtype | None) -> str:
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+def compiled_or_error(fn: Any) -> Any:
+    """``fn`` under torch.compile, a compiler failure (no C++ toolchain, an unsupported backend) turned into a
+    one-line error rather than a silent eager fallback."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InductorError
+
+    # A fresh copy of the code object per call: dynamo caches compiled graphs per code object and, past 8
+    # recompiles (each new model is one), would run the function eagerly with only a warning; each caller (a
+    # training stage) compiles its own copy, so a process that fits many times keeps compiling.
+    fresh = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    compiled = torch.compile(fresh)
+
+    def call(*args: Any) -> Any:
+        try:
+            return compiled(*args)
+        except (BackendCompilerFailed, InductorError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UnpoisonError(f"compile=true: torch.compile failed ({first}); set compile=false") from None
+    return call

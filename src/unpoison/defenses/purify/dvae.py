@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import time
-import types
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,7 +46,7 @@ from unpoison.defenses.purify.despeckle import despeckle
 from unpoison.defenses.purify.eclipse import attach_compensation, check_compensation, compensation_spec
 from unpoison.errors import UnpoisonError
 from unpoison.metrics import psnr_from_mse
-from unpoison.utils.device import select_device
+from unpoison.utils.device import compiled_or_error, select_device
 from unpoison.utils.io import (atomic_path, load_optimizer_state, read_run_checkpoint, write_json_atomic,
                                write_run_checkpoint)
 from unpoison.utils.progress import Bar
@@ -354,27 +353,6 @@ def forward_loss(model: RateVAE, x: torch.Tensor, y: torch.Tensor, noise: torch.
                   kl_weight: float, p_energy: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One training step's forward pass and loss (the part ``compile=True`` hands to torch.compile)."""
     return vae_loss(model(x, y, noise), x, kappa, kl_weight, p_energy)
-
-
-def compiled_or_error(fn: Any) -> Any:
-    """``fn`` under torch.compile, a compiler failure (no C++ toolchain, an unsupported backend) turned into a
-    one-line error rather than a silent eager fallback."""
-    from torch._dynamo.exc import BackendCompilerFailed
-    from torch._inductor.exc import InductorError
-
-    # A fresh copy of the code object per call: dynamo caches compiled graphs per code object and, past 8
-    # recompiles (each new model is one), would run the function eagerly with only a warning; a stage compiles
-    # its own copy, so a process that fits many times keeps compiling.
-    fresh = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
-    compiled = torch.compile(fresh)
-
-    def call(*args: Any) -> Any:
-        try:
-            return compiled(*args)
-        except (BackendCompilerFailed, InductorError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UnpoisonError(f"compile=true: torch.compile failed ({first}); set compile=false") from None
-    return call
 
 
 def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
