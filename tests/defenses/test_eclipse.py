@@ -8,6 +8,8 @@ changes little; the measured gain comes mostly from the compensation applied dur
 the paper's Table 4 shows for LSP (A alone 39.9%, A+B+C 84.6%).
 """
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -96,6 +98,20 @@ def test_bf16_autocast_runs_the_same_method_and_is_recorded():
     assert gap < 0.1 * moved  # bf16 rounding (measured 0.02 vs 6.2 levels), not another purification
     with pytest.raises(UnpoisonError, match="amp"):
         EclipseConfig(amp="fp8")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler")
+def test_compile_purifies_like_eager_and_is_not_part_of_the_model():
+    """compile=true runs purification's UNet forward under torch.compile: the same trained model (compile is not a
+    training field) and images within rounding of the eager run, the two batch shapes included."""
+    ds, clean = _synthetic(), _synthetic(seed=1)  # 24 images at purify_batch_size 16: batches of 16 and 8
+    eager = create_purifier("eclipse", **TINY).fit(ds, clean)
+    comp = create_purifier("eclipse", **TINY, compile=True).fit(ds, clean)
+    assert comp.config.training_dict() == eager.config.training_dict()
+    a, b = (p.purify(ds).images.astype(int) for p in (eager, comp))
+    moved = np.abs(a - ds.images.astype(int)).mean()
+    assert np.abs(a - b).mean() < 0.05 * moved and np.abs(a - b).max() <= 8
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):

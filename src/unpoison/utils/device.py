@@ -64,14 +64,17 @@ def precision_name(dtype: torch.dtype | None) -> str:
 
 
 def compiled_or_error(fn: Any) -> Any:
-    """``fn`` under torch.compile, a compiler failure (no C++ toolchain, an unsupported backend) turned into a
-    one-line error rather than a silent eager fallback."""
+    """``fn`` (a function or a module) under torch.compile, a compiler failure (no C++ toolchain, an unsupported
+    backend) turned into a one-line error rather than a silent eager fallback."""
     from torch._dynamo.exc import BackendCompilerFailed
     from torch._inductor.exc import InductorError
 
     # A fresh copy of the code object per call: dynamo caches compiled graphs per code object and, past 8
     # recompiles (each new model is one), would run the function eagerly with only a warning; each caller (a
     # training stage) compiles its own copy, so a process that fits many times keeps compiling.
+    if not isinstance(fn, types.FunctionType):  # a module or another callable: compile a function that calls it
+        target = fn
+        fn = lambda *args: target(*args)  # noqa: E731
     fresh = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
     compiled = torch.compile(fresh)
 

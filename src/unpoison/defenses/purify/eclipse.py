@@ -51,7 +51,7 @@ from unpoison.errors import UnpoisonError
 from unpoison.models.diffusion import (EMA, UNET_PRESETS, DiffusionUNet, GaussianDiffusion, autocast_model, build_unet,
                                        count_params, load_diffusion, purify_batch, save_diffusion)
 from unpoison.training.transforms import TRAIN_TRANSFORMS
-from unpoison.utils.device import autocast_dtype, precision_name, select_device
+from unpoison.utils.device import autocast_dtype, compiled_or_error, precision_name, select_device
 from unpoison.utils.io import (load_optimizer_state, read_run_checkpoint, write_json_atomic,
                                write_run_checkpoint)
 from unpoison.utils.progress import Bar
@@ -118,7 +118,7 @@ def attach_compensation(purified: ImageDataset, spec: dict[str, Any] | None) -> 
 # --------------------------------------------------------------------------------------------------------------------
 # Fields that do not change the trained model (so a checkpoint stays valid when they change).
 _NOT_TRAINING = ("t_star", "sampler", "steps", "despeckle", "gray_p", "noise_std", "purify_batch_size", "model_path",
-                 "save_model", "checkpoint_dir", "checkpoint_every", "device", "progress")
+                 "save_model", "checkpoint_dir", "checkpoint_every", "device", "progress", "compile")
 
 _PAPER = {"sparse_fraction": 0.04, "sparse_size": 0, "copies": 4, "t_star": 100, "sampler": "ancestral", "steps": 0,
           "diffusion_steps": 4000, "unet": "paper", "dropout": 0.0, "train_steps": 250_000, "batch_size": 128,
@@ -182,6 +182,10 @@ class EclipseConfig(Config):
     # purification quality is measured; "auto" = bf16 on CUDA and AMX CPUs (1.89x per training step measured there)
     amp: Literal["auto", "off", "bf16"] = "off"
     purify_batch_size: int = 64  # images per purification batch (bounds memory; 64 was the fastest per image on CPU)
+    # torch.compile the UNet's forward for purification (inductor; needs a C++ compiler on the CPU): 1.25x per
+    # no-grad forward of the cpu UNet, after 45 s of compilation (benchmarks/unet_format_speed.py --compile); a
+    # training step gains nothing (1.01x), so training stays eager. Off by default; changes only the rounding.
+    compile: bool = False
     seed: int = 0
     model_path: str = ""  # reuse a saved diffusion model: training is skipped
     # write the trained model here (.safetensors + .json); default <checkpoint_dir>/model.safetensors
@@ -407,6 +411,8 @@ class EclipsePurifier(Purifier):
         dev = next(self.model.parameters()).device
         amp = autocast_dtype(cfg.amp, dev)
         model_fn = autocast_model(self.model, amp)
+        if cfg.compile:
+            model_fn = compiled_or_error(model_fn)
         out = np.empty_like(ds.images)
         n, bs = len(ds), cfg.purify_batch_size
         bar = Bar(cfg.progress, n, f"{self.name}: purify")
