@@ -393,7 +393,7 @@ def dvae_stage2_width_table() -> str:
             st2 = e["stages"]["2"]
             label = "none (clean data)" if a == "clean" else a.upper()
             lines.append(f"| {label} | {key[1]} | {key[2]} | {scale:g} | {kappa2:g} | {_pct(acc)} | {score} | "
-                         f"{e['fidelity'].get('poison_retained', '—') if a != 'clean' else '—'} | "
+                         f"{'—' if a == 'clean' else format(e['fidelity']['poison_retained'], '.3f')} | "
                          f"{e['fidelity']['psnr_purified']:.2f} | {st2['output']['psnr_xhat']:.2f} | "
                          f"{st2['train_seconds']:.0f} | {f.stem} |")
     head = ("| data | seed | CPU | stage-2 scale | κ₂ | accuracy | recovery / cost | δ left | PSNR purified (dB) | "
