@@ -105,6 +105,7 @@ def main() -> None:
             # the effective setting, defaults included: a later change of a default cannot misdate this run
             entry["config"] = p.config.fingerprint_dict()
             entry["channels_last"] = p.config.channels_last  # runtime, so not in the fingerprint; it sets the speed
+            entry["compile"] = p.config.compile  # likewise
             entry["fidelity"] = fidelity(data)
         if classify:
             t1 = time.perf_counter()

@@ -417,7 +417,8 @@ def dvae_fit_time_table() -> str:
         if any(cfg.get(k) != v for k, v in arch.items()) or cfg.get("stage2_scale", 1.0) != 1.0 \
                 or any(v.get("resumed_from_epoch", 0) for v in st.values()):
             continue
-        fmt = ("NHWC" if e.get("channels_last") else "NCHW") + (", compiled" if cfg.get("compile") else "")
+        compiled = e.get("compile", e.get("params", {}).get("compile"))  # recorded, else the run's own --set
+        fmt = ("NHWC" if e.get("channels_last") else "NCHW") + (", compiled" if compiled else "")
         rows.append(((_cpu(d), fmt, f.stem), f"| {f.stem} | {_measured_on(f)} | {_cpu(d)} | {fmt} | "
                      f"{st['1']['train_seconds']:.0f} | {st['2']['train_seconds']:.0f} | {e['fit_seconds']:.0f} |"))
     head = ("| run | measured | CPU | memory format, compile | stage 1 training (s) | stage 2 training (s) "
@@ -771,7 +772,8 @@ def _measured_on(path: Path) -> str:
 def dvae_kappa2_table() -> str:
     """Every D-VAE run (both stages) of an attack that has a tagged run (``--tag k2_K``, ``--tag e20_10`` …), by
     setting (κ₂, latent, epochs of stages 1/2), with the day it was measured and the CPU (rows compare only within
-    one day's machine: see the cross-machine spread in docs/dvae.md)."""
+    one day's machine: see the cross-machine spread in docs/dvae.md). Runs with a wider stage 2 are in
+    ``dvae_stage2_width_table``."""
     lines = []
     tagged = sorted(RES.glob("dvae_*_dvae_*.json"))
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
@@ -782,6 +784,8 @@ def dvae_kappa2_table() -> str:
             if not e.get("done"):
                 continue
             setting = dvae_setting(e)
+            if setting["stage2_scale"] != 1.0:
+                continue  # a wider stage 2: the stage2_width table
             k2, latent = setting["kappa2"], setting["latent"]
             ep = (setting["epochs"], setting["stage2_epochs"])
             st2 = e.get("stages", {}).get("2", {})

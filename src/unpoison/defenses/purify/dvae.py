@@ -96,9 +96,10 @@ class VAEConfig(Config):
     # step at the CPU widths 1.25× faster on the 2-core machine (1.09× at the paper's; benchmarks/dvae_speed.py).
     # Images with one channel stay NCHW (see ``_VAEPurifier._memory_format``).
     channels_last: bool = True
-    # torch.compile the training step's forward and loss (inductor; needs a C++ compiler on the CPU). Off by default:
-    # it costs a compilation per stage (and again per new batch shape) and changes only the float rounding;
-    # benchmarks/dvae_speed.py --compile measures what it saves per step.
+    # torch.compile the training step's forward and loss (inductor; needs a C++ compiler on the CPU): 1.24x per step
+    # at the CPU widths, 1.33x at the paper's (benchmarks/dvae_speed.py --compile), a whole fit 1,383 → 1,151 s on
+    # the 2-core machine (docs/dvae.md, "Cost"). Off by default: it needs the compiler, compiles per stage and per
+    # new batch shape, and changes the float rounding (a 0.5-point accuracy spread on clean data).
     compile: bool = False
     checkpoint_dir: str = ""  # resumable state (safetensors + JSON) per stage; "" = none
     progress: bool = False  # rich progress bars
