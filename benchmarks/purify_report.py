@@ -304,16 +304,23 @@ def _cpu(run: dict) -> str:
     return model.replace("(R)", "").replace(" Processor", "")
 
 
-def _default_stage_runs(attack: str) -> Iterator[tuple[Path, dict, dict, tuple[float, float]]]:
-    """The finished D-VAE runs of ``attack`` whose stages are at the current defaults, whatever compensation their
-    classifier trained with: (file, result, its dvae entry, its compensation)."""
-    want = {k: v for k, v in dvae_defaults().items() if k != "compensation"}
+def _runs_at_defaults_except(attack: str, free: tuple[str, ...]) -> Iterator[tuple[Path, dict, dict, dict]]:
+    """The finished D-VAE runs of ``attack`` whose setting (:func:`dvae_setting`) is the current defaults' in every
+    key but ``free``: (file, result, its dvae entry, its setting)."""
+    want = {k: v for k, v in dvae_defaults().items() if k not in free}
     for f in _dvae_run_files(attack):
         d = _load(f)
         e = d.get("entries", {}).get("dvae", {})
         setting = dvae_setting(e) if e.get("done") else {}
-        if setting and {k: v for k, v in setting.items() if k != "compensation"} == want:
-            yield f, d, e, setting["compensation"]
+        if setting and {k: v for k, v in setting.items() if k not in free} == want:
+            yield f, d, e, setting
+
+
+def _default_stage_runs(attack: str) -> Iterator[tuple[Path, dict, dict, tuple[float, float]]]:
+    """The finished D-VAE runs of ``attack`` whose stages are at the current defaults, whatever compensation their
+    classifier trained with: (file, result, its dvae entry, its compensation)."""
+    for f, d, e, setting in _runs_at_defaults_except(attack, ("compensation",)):
+        yield f, d, e, setting["compensation"]
 
 
 STAGE_SET_COMPS = [NO_COMP, (0.4, 0.0), (0.0, 0.025), (0.4, 0.025), (0.6, 0.025), (0.4, 0.05)]
@@ -362,17 +369,10 @@ def dvae_stage2_width_table() -> str:
     """Stage 2 at other widths (``stage2_scale``) or rates (κ₂) on the same stage 1 as a default run: per data, seed
     and machine (one stage 1: equal stage-1 output statistics), every run whose setting differs from the defaults at
     most there, the compensation at its default. Attacks get their recovery, clean data its cost."""
-    free = ("stage2_scale", "kappa2")
-    base = {k: v for k, v in dvae_defaults().items() if k not in free}
     _, rows = collect()
     groups: dict[tuple, list] = {}
     for a in ATTACKS + ["clean"]:
-        for f in _dvae_run_files(a):
-            d = _load(f)
-            e = d.get("entries", {}).get("dvae", {})
-            setting = dvae_setting(e) if e.get("done") else {}
-            if not setting or {k: v for k, v in setting.items() if k not in free} != base:
-                continue
+        for f, d, e, setting in _runs_at_defaults_except(a, ("stage2_scale", "kappa2")):
             out1 = e["stages"]["1"]["output"]
             key = (a, d.get("seed", 0), _cpu(d), out1["psnr_xhat"], out1["kl"])
             groups.setdefault(key, []).append((setting["stage2_scale"], setting["kappa2"], f, d, e))
