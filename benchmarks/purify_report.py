@@ -646,8 +646,18 @@ SWEEP400: list[Column] = [("t400_ds_b", "A+B+C", "p = 0.4, σ = 0.025"),
                           ("t400_ds_b", "A+B+C@gray_p=0.8", "p = 0.8, σ = 0.025")]
 
 
+# t* = 500 from a model trained on t < 500 (2026-12-06, late night; another machine, purification compiled) beside
+# the default t* = 400 (the t400_ds_b purified sets at p = 0.6); both at p = 0.6, σ = 0.025, despeckle
+DEPTH500: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "t* = 400 (default)"),
+                          ("t500_ds", "A+B+C", "t* = 500, model trained on t < 500")]
+
+
 def depth_table() -> str:
     return column_table(DEPTH, seconds=True)
+
+
+def depth500_table() -> str:
+    return column_table(DEPTH500, seconds=True)
 
 
 def sweep400_table() -> str:
@@ -821,7 +831,7 @@ def main() -> None:
                     "cost": cost_table, "fidelity": fidelity_table, "tstar": tstar_table,
                     "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
                     "ds_variants": ds_variants_table, "comp": comp_table, "depth": depth_table,
-                    "sweep400": sweep400_table},
+                    "sweep400": sweep400_table, "depth500": depth500_table},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
                    "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
