@@ -649,7 +649,9 @@ SWEEP400: list[Column] = [("t400_ds_b", "A+B+C", "p = 0.4, σ = 0.025"),
 # t* = 500 from a model trained on t < 500 (2026-12-06, late night; another machine, purification compiled) beside
 # the default t* = 400 (the t400_ds_b purified sets at p = 0.6); both at p = 0.6, σ = 0.025, despeckle
 DEPTH500: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "t* = 400 (default)"),
-                          ("t500_ds", "A+B+C", "t* = 500, model trained on t < 500")]
+                          ("t500_ds", "A+B+C", "t* = 500, model trained on t < 500"),
+                          ("t500_ds", "A+gray", "t* = 500, σ = 0 (grayscale only)"),
+                          ("t500_ds", "A+B+C@gray_p=0.4", "t* = 500, p = 0.4")]
 
 
 def depth_table() -> str:
