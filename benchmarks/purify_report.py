@@ -647,7 +647,8 @@ SWEEP400: list[Column] = [("t400_ds_b", "A+B+C", "p = 0.4, σ = 0.025"),
 
 
 # t* = 500 from a model trained on t < 500 (2026-12-06, late night; another machine, purification compiled) beside
-# the default t* = 400 (the t400_ds_b purified sets at p = 0.6); both at p = 0.6, σ = 0.025, despeckle
+# the default t* = 400 (the t400_ds_b purified sets at p = 0.6); all with despeckle, at p = 0.6 and σ = 0.025 unless
+# the label says otherwise (training-only variants of the same t* = 500 purified sets)
 DEPTH500: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "t* = 400 (default)"),
                           ("t500_ds", "A+B+C", "t* = 500, model trained on t < 500"),
                           ("t500_ds", "A+gray", "t* = 500, σ = 0 (grayscale only)"),
