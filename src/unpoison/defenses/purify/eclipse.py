@@ -197,8 +197,9 @@ class EclipseConfig(Config):
 
     # "deep": purify from t* = 500 (a model trained on t < 500) for sample-wise adversarial poisons (TAP, SEP), which
     # the default t* = 400 leaves in part. Measured 2026-12-06 (docs/eclipse.md, "t* = 500"): TAP +5.4 and SEP +5.1
-    # points, LSP, AR, OPS, EM 0.3-1.8 points lower, at about a point more clean-data cost (mean over three
-    # classifier seeds 5.20 against 4.25, over the 5-point target), which is why it is not the default
+    # points, LSP, AR, OPS, EM, REM 0.3-1.8 points lower (seven-attack average recovery 0.839 against 0.831), at
+    # about a point more clean-data cost (mean over three classifier seeds 5.20 against 4.25, over the 5-point
+    # target), which is why it is not the default
     PRESETS = {"paper": dict(_PAPER), "deep": {"t_star": 500, "train_t_max": 500}}
 
     def validate(self) -> None:
