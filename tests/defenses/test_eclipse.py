@@ -136,6 +136,16 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     # a checkpoint of another run is refused
     with pytest.raises(UnpoisonError, match="another run"):
         create_purifier("eclipse", **{**cfg, "lr": 3e-4}, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
+    # raising train_steps trains on from the finished checkpoint: the same model as the longer run from scratch
+    longer = {**cfg, "train_steps": 8}
+    ref8 = create_purifier("eclipse", **longer).fit(ds, clean)
+    d = create_purifier("eclipse", **longer, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
+    assert [h["step"] for h in d.history] == [2, 4, 6, 8] and d.history == ref8.history
+    for (n1, p1), (_, p2) in zip(ref8.model.named_parameters(), d.model.named_parameters(), strict=True):
+        assert torch.equal(p1, p2), n1
+    assert not torch.equal(next(ref8.model.parameters()), next(ref.model.parameters()))  # it did train on
+    with pytest.raises(UnpoisonError, match="more than train_steps=6"):  # and is not silently cut back
+        create_purifier("eclipse", **cfg, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
 
 
 def test_bad_input_raises_one_line_errors(tmp_path):

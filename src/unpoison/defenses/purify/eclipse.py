@@ -326,8 +326,12 @@ class EclipsePurifier(Purifier):
         self.model, self.model_info, self.complete = model, info, True
 
     def _fingerprint(self, sparse: ImageDataset) -> str:
+        # train_steps is left out: the learning rate is constant and each step draws its randomness from its own
+        # index, so a run of N steps is the first N steps of any longer run, and raising train_steps on a finished
+        # checkpoint trains on from it (the same model as a longer run from scratch)
         h = hashlib.sha256(sparse.images.tobytes()).hexdigest()
-        return str(derive_seed(self.name, json.dumps(self.config.training_dict(), sort_keys=True), h))
+        setting = {k: v for k, v in self.config.training_dict().items() if k != "train_steps"}
+        return str(derive_seed(self.name, json.dumps(setting, sort_keys=True), h))
 
     def _train(self, sparse: ImageDataset) -> None:
         cfg, dev = self.config, self.device
@@ -341,6 +345,9 @@ class EclipsePurifier(Purifier):
         ckpt = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
         state = _load_state(ckpt, model, ema, opt, fp) if ckpt else None
         start = int(state["step"]) if state else 0
+        if start > cfg.train_steps:
+            raise UnpoisonError(f"checkpoint {ckpt} has trained {start} steps, more than "
+                                f"train_steps={cfg.train_steps}; raise train_steps or choose another checkpoint_dir")
         self.history = list(state["history"]) if state else []
 
         x_sparse = torch.from_numpy(sparse.images).permute(0, 3, 1, 2).contiguous().to(dev)  # uint8 on the device
