@@ -655,6 +655,18 @@ DEPTH500: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "t* = 400 (default)"
                           ("t500_ds", "A+B+C@gray_p=0.4", "t* = 500, p = 0.4")]
 
 
+# the diffusion model trained twice as long (1,600 steps) at t* = 500 (2026-12-06, night; the Intel VM of the t500_ds
+# runs, purification compiled): what the CPU default's short training costs in accuracy
+STEPS1600: list[Column] = [("t500_ds", "A+B+C@gray_p=0.4", "800 steps (p = 0.4)"),
+                           ("t500_ds_s1600", "A+B+C@gray_p=0.4", "1,600 steps (p = 0.4)"),
+                           ("t500_ds", "A+B+C", "800 steps (p = 0.6)"),
+                           ("t500_ds_s1600", "A+B+C", "1,600 steps (p = 0.6)")]
+
+
+def steps1600_table() -> str:
+    return column_table(STEPS1600, seconds=True)
+
+
 def depth_table() -> str:
     return column_table(DEPTH, seconds=True)
 
@@ -834,7 +846,8 @@ def main() -> None:
                     "cost": cost_table, "fidelity": fidelity_table, "tstar": tstar_table,
                     "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
                     "ds_variants": ds_variants_table, "comp": comp_table, "depth": depth_table,
-                    "sweep400": sweep400_table, "depth500": depth500_table},
+                    "sweep400": sweep400_table, "depth500": depth500_table,
+                    "steps1600": steps1600_table},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
                    "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
