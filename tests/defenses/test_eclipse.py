@@ -116,6 +116,11 @@ def test_compile_purifies_like_eager_and_is_not_part_of_the_model():
     assert np.abs(a - b).mean() < 0.05 * moved and np.abs(a - b).max() <= 8
 
 
+def _assert_same_weights(a, b) -> None:
+    for (name, p1), (_, p2) in zip(a.model.named_parameters(), b.model.named_parameters(), strict=True):
+        assert torch.equal(p1, p2), name
+
+
 def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     ds, clean = _synthetic(), _synthetic(seed=1)
     cfg = {**TINY, "train_steps": 6, "checkpoint_every": 2}
@@ -126,8 +131,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     assert not a.complete and (tmp_path / "ck" / "state.safetensors").is_file()
     b = create_purifier("eclipse", **cfg, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
     assert b.complete
-    for (n1, p1), (_, p2) in zip(ref.model.named_parameters(), b.model.named_parameters(), strict=True):
-        assert torch.equal(p1, p2), n1
+    _assert_same_weights(ref, b)
     assert np.array_equal(ref.purify(ds).images, b.purify(ds).images)
     # the exported model is reusable without clean data and gives the same result
     model_file = tmp_path / "ck" / "model.safetensors"
@@ -141,8 +145,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(tmp_path):
     ref8 = create_purifier("eclipse", **longer).fit(ds, clean)
     d = create_purifier("eclipse", **longer, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
     assert [h["step"] for h in d.history] == [2, 4, 6, 8] and d.history == ref8.history
-    for (n1, p1), (_, p2) in zip(ref8.model.named_parameters(), d.model.named_parameters(), strict=True):
-        assert torch.equal(p1, p2), n1
+    _assert_same_weights(ref8, d)
     assert not torch.equal(next(ref8.model.parameters()), next(ref.model.parameters()))  # it did train on
     with pytest.raises(UnpoisonError, match="more than train_steps=6"):  # and is not silently cut back
         create_purifier("eclipse", **cfg, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
