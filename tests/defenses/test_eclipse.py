@@ -57,12 +57,12 @@ def test_config_presets_and_validation():
                                                                                            250_000, 0.9999)
     assert (paper.copies, paper.sparse_fraction, paper.gray_p, paper.noise_std) == (4, 0.04, 0.4, 0.05)
     assert paper.despeckle == 0.0 and EclipseConfig().despeckle == 0.15 and AvatarConfig().despeckle == 0.0
-    deep = EclipseConfig.from_dict({"gray_p": 0.4}, preset="deep")  # deeper purification, the rest at the CPU defaults
-    assert (deep.t_star, deep.train_t_max, deep.unet, deep.gray_p) == (500, 500, "cpu", 0.4)
+    deep = EclipseConfig.from_dict({"noise_std": 0.05}, preset="deep")  # deeper, the rest at the CPU defaults
+    assert (deep.t_star, deep.train_t_max, deep.unet, deep.gray_p, deep.noise_std) == (500, 500, "cpu", 0.4, 0.05)
     avatar = AvatarConfig()
     assert avatar.compensation() is None and avatar.sparse_fraction == 1.0
     for bad in ({"sampler": "euler"}, {"t_star": 0}, {"t_star": 5000}, {"gray_p": 1.5}, {"unet": "huge"},
-                {"sampler": "ddim", "steps": 0}, {"t_star": 500}):  # t* above the default train_t_max=400
+                {"sampler": "ddim", "steps": 0}, {"t_star": 600}):  # t* above the default train_t_max=500
         with pytest.raises(UnpoisonError):
             EclipseConfig.from_dict(bad)
 
