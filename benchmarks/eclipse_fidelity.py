@@ -36,12 +36,13 @@ from unpoison.metrics import psnr, purification_fidelity  # noqa: E402
 
 # variant → (model it needs, that model's training overrides, purification overrides)
 MODELS: dict[str, dict] = {
-    # the rows of 2026-12-02/03 ran the then-default model (t < 100) and t* = 100; pinned so reruns repeat them
-    "cpu": {"train_t_max": 100},  # cpu UNet, 800 steps, timesteps < 100
-    "cpu_all_t": {"train_t_max": 0},  # trained on all 4000 timesteps, as the paper
+    # the rows of 2026-12-02/03 ran the then-default model (800 steps, t < 100) and t* = 100; pinned so reruns
+    # repeat them
+    "cpu": {"train_t_max": 100, "train_steps": 800},  # cpu UNet, timesteps < 100
+    "cpu_all_t": {"train_t_max": 0, "train_steps": 800},  # trained on all 4000 timesteps, as the paper
     "cpu_3200": {"train_steps": 3200, "train_t_max": 100},  # 4x longer training
-    "small": {"unet": "small", "train_t_max": 100},  # the 'small' UNet preset, same 800 steps
-    "cpu_t400": {"train_t_max": 400},  # trained on timesteps < 400, so it can purify from a larger t*
+    "small": {"unet": "small", "train_t_max": 100, "train_steps": 800},  # the 'small' UNet preset
+    "cpu_t400": {"train_t_max": 400, "train_steps": 800},  # trained on timesteps < 400, for a larger t*
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "cpu": ("cpu", {"t_star": 100}),  # 10 respaced ancestral steps (the cpu default sampler)
