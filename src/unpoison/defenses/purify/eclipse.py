@@ -25,9 +25,10 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
    single time, as the paper's Algorithm 1 reads).
 
 The CPU defaults (a 0.93M-parameter UNet, 1,600 steps at batch 128 and lr 1e-3 on timesteps < 500 only, t* = 400,
-10 respaced steps) are set by step cost so that fit + purify of the 20,000-image ``cpu`` pool takes about 30 minutes
-on 2 cores (measured on a 2-core Intel Xeon VM: 22 min to fit, 7–8 min to purify at t* = 400 with ``compile=true``;
-docs/eclipse.md, "Cost" and "The 1,600-step model at the default t* = 400"); ``paper`` holds the published setting.
+10 respaced steps) are set by step cost and measured accuracy: fit + purify of the 20,000-image ``cpu`` pool takes
+about 34 minutes on 2 cores, 30 with ``compile=true`` (a 2-core Intel Xeon VM: 22 min to fit, 11 min to purify at
+t* = 400 eager, 7–8 compiled; docs/eclipse.md, "The 1,600-step model at the default t* = 400"; ``train_steps=800``
+halves the fit); ``paper`` holds the published setting.
 See docs/eclipse.md and benchmarks/eclipse_{bench,speed}.py.
 """
 
