@@ -613,7 +613,6 @@ DS_VARIANTS: list[Column] = [("t200_ds", "A+B+C", "t* = 200, model trained on t 
                              ("t300_ds", "A+B+C", "t* = 300, model trained on t < 400")]
 
 
-
 COMP_TAG = "t300_ds_b"  # the compensation ablation at the current defaults (2026-12-05, one machine, one model)
 COMP_MODES = [("A", "A (diffusion only)"), ("A+gray", "A + gray (B)"), ("A+noise", "A + noise (C)"),
               ("A+B+C", "A+B+C")]  # labelled with the σ its entries recorded (the default changed on 2026-12-05)
@@ -668,10 +667,6 @@ T400_S1600: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "default: t* = 400
                             ("t400_m500_s1600", "A+B+C", "t* = 400, 1,600 steps"),
                             ("t400_m500_s1600", "A+B+C@gray_p=0.4", "t* = 400, 1,600 steps, p = 0.4"),
                             ("t500_ds_s1600", "A+B+C@gray_p=0.4", "t* = 500, 1,600 steps, p = 0.4")]
-
-
-
-
 
 
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
