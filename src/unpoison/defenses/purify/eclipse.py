@@ -154,9 +154,10 @@ class EclipseConfig(Config):
     unet: str = "cpu"  # UNet preset: paper (52.5M) | small | cpu | tiny
     dropout: float = 0.0
     # optimiser steps (paper 250K). 1,600 by measurement (docs/eclipse.md, "The 1,600-step model at the default
-    # t* = 400", 2026-12-07, one classifier seed per attack): against 800 steps average recovery over seven attacks
-    # 0.831 → 0.853 (TAP +3.7, SEP +4.2, LSP +1.1 points; REM, EM, OPS within 0.3) at a clean-data cost of 3.84
-    # points (mean of three classifier seeds) against 4.25. ≈ 22 min at batch 128 on 2 Intel cores (0.84 s a step)
+    # t* = 400", 2026-12-07, seed 0): against 800 steps average recovery over seven attacks 0.831 → 0.853 (0.849
+    # over classifier seeds 0 and 1; TAP +3.7, SEP +4.2, LSP +1.1 points; REM, EM, OPS within 0.3) at a clean-data
+    # cost of 3.84 points (mean of three classifier seeds) against 4.25. ≈ 22 min at batch 128 on 2 Intel cores
+    # (0.84 s a step)
     train_steps: int = 1600
     batch_size: int = 128
     # AdamW. Paper setting 1e-4 learns nothing in a short run: after 120 steps (batch 32, cpu UNet, t < 100) ε-MSE at
