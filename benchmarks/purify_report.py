@@ -662,8 +662,9 @@ STEPS1600: list[Column] = [("t500_ds", "A+B+C@gray_p=0.4", "800 steps (p = 0.4)"
                            ("t500_ds", "A+B+C", "800 steps (p = 0.6)"),
                            ("t500_ds_s1600", "A+B+C", "1,600 steps (p = 0.6)")]
 # the 1,600-step t < 500 model purifying from the default t* = 400 at the default compensation (2026-12-07, the same
-# Intel VM), beside the default (800 steps, t < 400; measured on the AMD machine) and the 1,600-step t* = 500 column
-T400_S1600: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "default: t* = 400, 800 steps"),
+# Intel VM), beside the previous default (800 steps, t < 400; measured on the AMD machine) and the 1,600-step
+# t* = 500 column; the second column is the default since then
+T400_S1600: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "previous default: t* = 400, 800 steps"),
                             ("t400_m500_s1600", "A+B+C", "t* = 400, 1,600 steps"),
                             ("t400_m500_s1600", "A+B+C@gray_p=0.4", "t* = 400, 1,600 steps, p = 0.4"),
                             ("t500_ds_s1600", "A+B+C@gray_p=0.4", "t* = 500, 1,600 steps, p = 0.4")]
