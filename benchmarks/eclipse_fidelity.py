@@ -43,6 +43,7 @@ MODELS: dict[str, dict] = {
     "cpu_3200": {"train_steps": 3200, "train_t_max": 100},  # 4x longer training
     "small": {"unet": "small", "train_t_max": 100, "train_steps": 800},  # the 'small' UNet preset
     "cpu_t400": {"train_t_max": 400, "train_steps": 800},  # trained on timesteps < 400, for a larger t*
+    "s1600_t500": {"train_t_max": 500, "train_steps": 1600},  # the default model since 2026-12-07
 }
 VARIANTS: dict[str, tuple[str, dict]] = {
     "cpu": ("cpu", {"t_star": 100}),  # 10 respaced ancestral steps (the cpu default sampler)
@@ -55,6 +56,11 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "t100_m400": ("cpu_t400", {"t_star": 100}),  # what the wider training range alone costs at the paper's t*
     "t200": ("cpu_t400", {"t_star": 200}),
     "t400": ("cpu_t400", {"t_star": 400}),
+    # the defaults of 2026-12-07 (t* = 400, despeckle, 1,600 steps on t < 500) with 10, 6, 5 and 4 respaced steps
+    "s1600_k10": ("s1600_t500", {"t_star": 400, "steps": 10}),
+    "s1600_k6": ("s1600_t500", {"t_star": 400, "steps": 6}),
+    "s1600_k5": ("s1600_t500", {"t_star": 400, "steps": 5}),
+    "s1600_k4": ("s1600_t500", {"t_star": 400, "steps": 4}),
 }
 
 
