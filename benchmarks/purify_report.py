@@ -670,6 +670,14 @@ T400_S1600: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "previous default:
                             ("t500_ds_s1600", "A+B+C@gray_p=0.4", "t* = 500, 1,600 steps, p = 0.4")]
 
 
+# 5 respaced reverse steps instead of 10, with the same 1,600-step model from t* = 400 (2026-12-07, the Intel VM): the
+# 10-step attack runs purified compiled, the 5-step ones eager (as the defaults run); the eager 10-step clean run
+# gives the clean row a like-for-like purification time
+STEPS5: list[Column] = [("t400_m500_s1600", "A+B+C", "10 reverse steps (compiled)"),
+                        ("t400_m500_s1600_eager", "A+B+C", "10 reverse steps (eager)"),
+                        ("t400_m500_s1600_k5", "A+B+C", "5 reverse steps (eager)")]
+
+
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE, no compensation (the 12-03/04 stages)"),
@@ -825,7 +833,8 @@ def dvae_kappa2_table() -> str:
 
 # docs/eclipse.md blocks that are one column_table each: (block, columns, with purification seconds)
 COLUMN_TABLES = [("ds_variants", DS_VARIANTS, True), ("depth", DEPTH, True), ("sweep400", SWEEP400, False),
-                 ("depth500", DEPTH500, True), ("steps1600", STEPS1600, True), ("t400_s1600", T400_S1600, True)]
+                 ("depth500", DEPTH500, True), ("steps1600", STEPS1600, True), ("t400_s1600", T400_S1600, True),
+                 ("steps5", STEPS5, True)]
 
 
 def replace_block(doc: Path, name: str, body: str) -> None:
