@@ -45,17 +45,19 @@ MODELS: dict[str, dict] = {
     "cpu_t400": {"train_t_max": 400, "train_steps": 800},  # trained on timesteps < 400, for a larger t*
     "s1600_t500": {"train_t_max": 500, "train_steps": 1600},  # the default model since 2026-12-07
 }
+# (the rows before 2026-12-07 ran the then-default 10 respaced steps; pinned likewise)
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "cpu": ("cpu", {"t_star": 100}),  # 10 respaced ancestral steps (the cpu default sampler)
+    "cpu": ("cpu", {"t_star": 100, "steps": 10}),  # 10 respaced ancestral steps (the cpu default sampler)
     "cpu_ancestral100": ("cpu", {"t_star": 100, "sampler": "ancestral", "steps": 0}),  # the paper's sampler
     "cpu_ddim10": ("cpu", {"t_star": 100, "sampler": "ddim", "steps": 10}),
-    "cpu_all_t": ("cpu_all_t", {"t_star": 100}),
-    "cpu_3200": ("cpu_3200", {"t_star": 100}),
-    "small": ("small", {"t_star": 100}),
+    "cpu_all_t": ("cpu_all_t", {"t_star": 100, "steps": 10}),
+    "cpu_3200": ("cpu_3200", {"t_star": 100, "steps": 10}),
+    "small": ("small", {"t_star": 100, "steps": 10}),
     # a larger t* (more noise, sigma ~ 11/255 at 200 and 21/255 at 400 on [0, 1]) for the small denoiser
-    "t100_m400": ("cpu_t400", {"t_star": 100}),  # what the wider training range alone costs at the paper's t*
-    "t200": ("cpu_t400", {"t_star": 200}),
-    "t400": ("cpu_t400", {"t_star": 400}),
+    # what the wider training range alone costs at the paper's t*
+    "t100_m400": ("cpu_t400", {"t_star": 100, "steps": 10}),
+    "t200": ("cpu_t400", {"t_star": 200, "steps": 10}),
+    "t400": ("cpu_t400", {"t_star": 400, "steps": 10}),
     # the defaults of 2026-12-07 (t* = 400, despeckle, 1,600 steps on t < 500) with 10, 6, 5 and 4 respaced steps
     "s1600_k10": ("s1600_t500", {"t_star": 400, "steps": 10}),
     "s1600_k6": ("s1600_t500", {"t_star": 400, "steps": 6}),

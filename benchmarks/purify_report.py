@@ -105,7 +105,7 @@ def dvae_default_run(attack: str, **override: Any) -> dict:
 # recorded key used them (the compensation and steps pinned to what every run so far recorded, so a later default
 # cannot relabel them)
 ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100, "train_steps": 800, "gray_p": 0.4,
-               "noise_std": 0.05, **ECLIPSE_SETTING_BEFORE}
+               "noise_std": 0.05, "steps": 10, **ECLIPSE_SETTING_BEFORE}
 
 
 def eclipse_setting(cfg: dict) -> dict:
@@ -663,7 +663,7 @@ STEPS1600: list[Column] = [("t500_ds", "A+B+C@gray_p=0.4", "800 steps (p = 0.4)"
                            ("t500_ds_s1600", "A+B+C", "1,600 steps (p = 0.6)")]
 # the 1,600-step t < 500 model purifying from the default t* = 400 at the default compensation (2026-12-07, the same
 # Intel VM), beside the previous default (800 steps, t < 400; measured on the AMD machine) and the 1,600-step
-# t* = 500 column; the second column is the default since then
+# t* = 500 column; the second column was the default until the 5-step change of the same day (STEPS5)
 T400_S1600: list[Column] = [("t400_ds_b", "A+B+C@gray_p=0.6", "previous default: t* = 400, 800 steps"),
                             ("t400_m500_s1600", "A+B+C", "t* = 400, 1,600 steps"),
                             ("t400_m500_s1600", "A+B+C@gray_p=0.4", "t* = 400, 1,600 steps, p = 0.4"),

@@ -26,6 +26,7 @@ class AvatarConfig(EclipseConfig):
     t_star: int = 100
     train_t_max: int = 100
     train_steps: int = 800  # as measured; ECLIPSE's default rose to 1,600 on 2026-12-07
+    steps: int = 10  # as measured; ECLIPSE's default fell to 5 on 2026-12-07
     despeckle: float = 0.0  # AVATAR has no such step
 
     PRESETS = {"paper": {**_PAPER, "sparse_fraction": 1.0, "copies": 0, "gray_p": 0.0, "noise_std": 0.0}}

@@ -25,10 +25,9 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
    single time, as the paper's Algorithm 1 reads).
 
 The CPU defaults (a 0.93M-parameter UNet, 1,600 steps at batch 128 and lr 1e-3 on timesteps < 500 only, t* = 400,
-10 respaced steps) are set by step cost and measured accuracy: fit + purify of the 20,000-image ``cpu`` pool takes
-about 34 minutes on 2 cores, 30 with ``compile=true`` (a 2-core Intel Xeon VM: 22 min to fit, 11 min to purify at
-t* = 400 eager, 7–8 compiled; docs/eclipse.md, "The 1,600-step model at the default t* = 400"; ``train_steps=800``
-halves the fit; preset ``fast``, 5 reverse steps, halves the purification: 26–28 minutes); ``paper`` holds the
+5 respaced steps) are set by step cost and measured accuracy: fit + purify of the 20,000-image ``cpu`` pool takes
+26–28 minutes on 2 cores (a 2-core Intel Xeon VM: 22 min to fit, 4–5 min to purify at t* = 400 eager;
+docs/eclipse.md, "Five reverse steps instead of ten"; ``train_steps=800`` halves the fit); ``paper`` holds the
 published setting.
 See docs/eclipse.md and benchmarks/eclipse_{bench,speed}.py.
 """
@@ -145,7 +144,12 @@ class EclipseConfig(Config):
     # 100 → 200 → 300 (sections "Larger t*", "With the filter").
     t_star: int = 400
     sampler: Literal["ancestral", "respaced", "ddim"] = "respaced"  # paper: ancestral, every step t*-1 … 0
-    steps: int = 10  # reverse steps for respaced / ddim (ignored by ancestral)
+    # reverse steps for respaced / ddim (ignored by ancestral). 5 by measurement (docs/eclipse.md, "Five reverse
+    # steps instead of ten", 2026-12-07, the default model from t* = 400, eager): purification 228-313 s per 20,000
+    # images against 678 s with 10 (fit + purify 26-28 min against 33.7 on a 2-core Intel Xeon VM), seven-attack
+    # average recovery 0.847 / 0.851 at classifier seeds 0 / 1 (mean 0.849) against 0.853 / 0.846 (0.849), clean-data
+    # cost 4.08 against 3.84 (mean over three classifier seeds); 10 before 2026-12-07
+    steps: int = 5
     # not in the paper (0 there): switching median filter before noising, threshold on the [0, 1] scale (0 = off).
     # It removes OPS's one-pixel shortcut, which no useful t* can: OPS 31.47% → 75.63% at t* = 200; the filter alone
     # changes 0.037% of clean pixels and cost nothing measurable on clean data (docs/eclipse.md, "Despeckle")
@@ -205,14 +209,11 @@ class EclipseConfig(Config):
 
     # "deep": purify from t* = 500 with grayscale p = 0.4 (the same model as the default) for sample-wise
     # adversarial poisons (TAP, SEP), which the default t* = 400 leaves in part. Measured with 1,600 steps
-    # (docs/eclipse.md, "The 1,600-step model at the default t* = 400"): against the default TAP +4.9 and SEP +1.9
+    # (docs/eclipse.md, "The 1,600-step model at the default t* = 400"): against t* = 400 (10 steps) TAP +4.9, SEP +1.9
     # points, LSP, AR, OPS, EM, REM 0.6-1.8 points lower (seven-attack average recovery 0.852 against 0.853), at
-    # 1.5 points more clean-data cost (mean over three classifier seeds 5.31 against 3.84, over the 5-point target)
-    # "fast": 5 respaced reverse steps instead of 10, which halves the purification. Measured with the default
-    # model (docs/eclipse.md, "Five reverse steps instead of ten", 2026-12-07): 228-313 s per 20,000 images against
-    # 678 s eager (fit + purify 26-28 min against 33.7), seven-attack average recovery 0.847 against 0.853 at
-    # classifier seed 0, clean-data cost 4.08 against 3.84 (mean over three classifier seeds)
-    PRESETS = {"paper": dict(_PAPER), "deep": {"t_star": 500, "gray_p": 0.4}, "fast": {"steps": 5}}
+    # 1.5 points more clean-data cost (mean over three classifier seeds 5.31 against 3.84, over the 5-point target).
+    # Pinned to the 10 reverse steps it was measured with.
+    PRESETS = {"paper": dict(_PAPER), "deep": {"t_star": 500, "gray_p": 0.4, "steps": 10}}
 
     def validate(self) -> None:
         check(0.0 < self.sparse_fraction <= 1.0, f"sparse_fraction must be in (0, 1]; got {self.sparse_fraction}")
