@@ -47,7 +47,7 @@ MODELS: dict[str, dict] = {
 }
 # (the rows before 2026-12-07 ran the then-default 10 respaced steps; pinned likewise)
 VARIANTS: dict[str, tuple[str, dict]] = {
-    "cpu": ("cpu", {"t_star": 100, "steps": 10}),  # 10 respaced ancestral steps (the cpu default sampler)
+    "cpu": ("cpu", {"t_star": 100, "steps": 10}),  # 10 respaced ancestral steps (the cpu default until 2026-12-07)
     "cpu_ancestral100": ("cpu", {"t_star": 100, "sampler": "ancestral", "steps": 0}),  # the paper's sampler
     "cpu_ddim10": ("cpu", {"t_star": 100, "sampler": "ddim", "steps": 10}),
     "cpu_all_t": ("cpu_all_t", {"t_star": 100, "steps": 10}),
