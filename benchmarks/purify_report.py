@@ -101,9 +101,9 @@ def dvae_default_run(attack: str, **override: Any) -> dict:
     return {}
 
 
-# the defaults until 2026-12-04 differed from today's in t*, train_t_max and train_steps only; runs that predate a
-# recorded key used them (the compensation and steps pinned to what every run so far recorded, so a later default
-# cannot relabel them)
+# the defaults until 2026-12-04 differed from today's in t*, train_t_max, train_steps and the reverse steps only;
+# runs that predate a recorded key used them (the compensation, training steps and reverse steps pinned to what
+# every run of then recorded, so a later default cannot relabel them)
 ECLIPSE_OLD = {**EclipseConfig().to_dict(), "t_star": 100, "train_t_max": 100, "train_steps": 800, "gray_p": 0.4,
                "noise_std": 0.05, "steps": 10, **ECLIPSE_SETTING_BEFORE}
 

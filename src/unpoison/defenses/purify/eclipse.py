@@ -149,7 +149,7 @@ class EclipseConfig(Config):
     # images against 678 s with 10 (fit + purify 26-28 min against 33.7 on a 2-core Intel Xeon VM), seven-attack
     # average recovery 0.847 / 0.851 / 0.853 at classifier seeds 0 / 1 / 2 (mean 0.850) against 0.853 / 0.846 / 0.861
     # (0.853; TAP 1.6 points lower on the mean), clean-data cost 4.08 against 3.84 (mean over three classifier seeds);
-    # 10 before 2026-12-07 (--set steps=10 when the time budget allows)
+    # 10 until this change of 2026-12-07 (--set steps=10 when the time budget allows)
     steps: int = 5
     # not in the paper (0 there): switching median filter before noising, threshold on the [0, 1] scale (0 = off).
     # It removes OPS's one-pixel shortcut, which no useful t* can: OPS 31.47% → 75.63% at t* = 200; the filter alone
