@@ -206,3 +206,32 @@ def test_end_to_end_improves_accuracy_on_lsp(lsp_case):
     assert set(p.sparse_set(pds, clean_pool).indices).isdisjoint(set(pds.indices))
     defended = lsp_case.accuracy(purified)
     assert defended >= lsp_case.none + 0.08, (lsp_case.none, defended)
+
+
+def test_train_only_visited_timesteps(tmp_path, monkeypatch):
+    from unpoison.models.diffusion import GaussianDiffusion
+    seen: list[int] = []
+    orig = GaussianDiffusion.training_losses
+
+    def spy(self, model, x0, t, noise, vlb_weight=0.001):
+        seen.extend(t.tolist())
+        return orig(self, model, x0, t, noise, vlb_weight)
+
+    monkeypatch.setattr(GaussianDiffusion, "training_losses", spy)
+    ds, clean = _synthetic(), _synthetic(seed=1)
+    cfg = {**TINY, "t_star": 40, "steps": 3, "train_timesteps": "visited",
+           "save_model": str(tmp_path / "m.safetensors")}
+    assert EclipseConfig(**cfg).visited_timesteps() == [0, 20, 39]  # t* − 1 and the respaced steps below it
+    p = create_purifier("eclipse", **cfg).fit(ds, clean)
+    assert set(seen) == {0, 20, 39} and p.model_info["trained_timesteps"] == [0, 20, 39]
+    assert p.purify(ds).images.shape == ds.images.shape
+    # the sampler's settings now decide the training: a changed one is another fingerprint, and a saved model
+    # refuses to purify at timesteps it never saw
+    assert (create_purifier("eclipse", **cfg)._fingerprint(ds)
+            != create_purifier("eclipse", **{**cfg, "steps": 4})._fingerprint(ds))
+    with pytest.raises(UnpoisonError, match="trained only on timesteps"):
+        create_purifier("eclipse", **{**TINY, "t_star": 40, "steps": 4,
+                                      "model_path": cfg["save_model"]}).fit(ds).purify(ds)
+    seen.clear()  # "range" (the default) draws from [0, train_t_max)
+    create_purifier("eclipse", **{**TINY, "t_star": 40, "train_t_max": 40}).fit(ds, clean)
+    assert len(set(seen)) > 3 and max(seen) < 40

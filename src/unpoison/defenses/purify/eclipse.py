@@ -50,7 +50,7 @@ from unpoison.defenses.base import Purifier, register_purifier
 from unpoison.defenses.purify.despeckle import despeckle_tensor
 from unpoison.errors import UnpoisonError
 from unpoison.models.diffusion import (EMA, UNET_PRESETS, DiffusionUNet, GaussianDiffusion, autocast_model, build_unet,
-                                       count_params, load_diffusion, purify_batch, save_diffusion)
+                                       count_params, load_diffusion, purify_batch, reverse_process, save_diffusion)
 from unpoison.training.transforms import TRAIN_TRANSFORMS
 from unpoison.utils.device import autocast_dtype, compiled_or_error, precision_name, select_device
 from unpoison.utils.io import (load_optimizer_state, read_run_checkpoint, write_json_atomic,
@@ -179,6 +179,10 @@ class EclipseConfig(Config):
     # 34.08 dB for a model trained on t < 100, docs/eclipse.md "Larger t*"), so one model serves every t* ≤ 500,
     # the default and --preset deep alike; the 1,600-step default was measured with a model trained on t < 500
     train_t_max: int = 500
+    # "range": draw training timesteps uniformly from [0, train_t_max); "visited": only from the ones purification
+    # runs the model at (t* − 1 and the respaced steps below it, from t_star / sampler / steps), which then become
+    # training settings and bind the model to them. Not in the paper; the issue names it as a shortcut to measure
+    train_timesteps: Literal["range", "visited"] = "range"
     # corruption compensation (training-time transform); both 0 = none (diffusion purification only)
     # paper 0.4. 0.6 (inside the paper's own sweep, 0.3–0.7) by measurement at t* = 400 (docs/eclipse.md, "The
     # compensation at t* = 400", 2026-12-06, one model, training-only variants of the same purified sets): LSP +3.4
@@ -237,16 +241,28 @@ class EclipseConfig(Config):
         check(0 <= self.train_t_max <= self.diffusion_steps,
               f"train_t_max must be in [0, diffusion_steps={self.diffusion_steps}] (0 = all); got {self.train_t_max}")
         # fail before training, not after it: purification starts at t*, which the model must have been trained on
-        check(bool(self.model_path) or self.train_t_max == 0 or self.t_star <= self.train_t_max,
+        check(bool(self.model_path) or self.train_timesteps == "visited" or self.train_t_max == 0
+              or self.t_star <= self.train_t_max,
               f"t_star={self.t_star} is above train_t_max={self.train_t_max}: the model would never see the timesteps "
               "purification starts from; set train_t_max ≥ t_star (0 = all)")
+        check(self.train_timesteps in ("range", "visited"),
+              f"train_timesteps must be range or visited; got {self.train_timesteps!r}")
         check_compensation(self.gray_p, self.noise_std)
         check(self.purify_batch_size >= 1, f"purify_batch_size must be ≥ 1; got {self.purify_batch_size}")
         check(self.checkpoint_every >= 1, f"checkpoint_every must be ≥ 1; got {self.checkpoint_every}")
         check(not self.save_model.lower().endswith(".json"), f"save_model must not end in .json; got {self.save_model}")
 
     def training_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
+        d = {k: v for k, v in self.to_dict().items() if k not in _NOT_TRAINING}
+        if self.train_timesteps == "visited":  # the timesteps trained on then depend on the sampler's settings
+            d["visited"] = self.visited_timesteps()
+        return d
+
+    def visited_timesteps(self) -> list[int]:
+        """The original timesteps at which purification runs the model (ascending)."""
+        proc, _ = reverse_process(GaussianDiffusion.cosine(self.diffusion_steps), self.t_star, self.sampler,
+                                  self.steps)
+        return [int(t) for t in proc.timestep_map]
 
     def compensation(self) -> dict[str, Any] | None:
         return compensation_spec(self.gray_p, self.noise_std)
@@ -370,6 +386,9 @@ class EclipsePurifier(Purifier):
         bs = min(cfg.batch_size, n_aug)
         per_epoch = n_aug // bs  # drop_last
         t_hi = cfg.train_t_max or cfg.diffusion_steps
+        visited = torch.tensor(cfg.visited_timesteps()) if cfg.train_timesteps == "visited" else None
+        if visited is not None:
+            t_hi = int(visited.max()) + 1
         bar = Bar(cfg.progress, cfg.train_steps, f"{self.name}: diffusion", done=start)
         amp = autocast_dtype(cfg.amp, dev)
         model_fn = autocast_model(model, amp)
@@ -384,7 +403,10 @@ class EclipsePurifier(Purifier):
                 perm = torch.randperm(n_aug, generator=torch_generator(self.name, "epoch", cfg.seed, epoch))
                 idx = (perm[j * bs:(j + 1) * bs] % b).to(dev)
                 g = torch_generator(self.name, "step", cfg.seed, step)
-                t = torch.randint(0, t_hi, (bs,), generator=g).to(dev)
+                if visited is None:
+                    t = torch.randint(0, t_hi, (bs,), generator=g).to(dev)
+                else:
+                    t = visited[torch.randint(0, len(visited), (bs,), generator=g)].to(dev)
                 noise = torch.randn((bs, c, h, w), generator=g).to(dev)
                 x0 = x_sparse[idx].float().div(127.5).sub(1.0)
                 losses = diffusion.training_losses(model_fn, x0, t, noise, cfg.vlb_weight)
@@ -412,6 +434,7 @@ class EclipsePurifier(Purifier):
         self.complete = True
         self.model_info = {"image_size": [h, w], "diffusion": {"schedule": "cosine", "steps": cfg.diffusion_steps},
                            "train_t_max": t_hi, "sparse_size": b, "copies": cfg.copies,
+                           **({"trained_timesteps": visited.tolist()} if visited is not None else {}),
                            "steps_trained": cfg.train_steps,
                            "params": count_params(model), "training": cfg.training_dict(), "history": self.history,
                            "precision": precision_name(amp),
@@ -433,6 +456,11 @@ class EclipsePurifier(Purifier):
         t_hi = int(self.model_info.get("train_t_max", cfg.diffusion_steps))
         if cfg.t_star > t_hi:
             raise UnpoisonError(f"t_star={cfg.t_star} but the model was trained on timesteps < {t_hi} only")
+        trained = self.model_info.get("trained_timesteps")
+        if trained is not None and not set(cfg.visited_timesteps()) <= set(trained):
+            raise UnpoisonError(f"the diffusion model was trained only on timesteps {trained} (train_timesteps="
+                                f"visited); t_star={cfg.t_star}, sampler={cfg.sampler}, steps={cfg.steps} visit "
+                                f"{cfg.visited_timesteps()}: purify with the settings it was trained for")
         diffusion = GaussianDiffusion.cosine(cfg.diffusion_steps)
         dev = next(self.model.parameters()).device
         amp = autocast_dtype(cfg.amp, dev)
