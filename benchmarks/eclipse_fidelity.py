@@ -44,6 +44,8 @@ MODELS: dict[str, dict] = {
     "small": {"unet": "small", "train_t_max": 100, "train_steps": 800},  # the 'small' UNet preset
     "cpu_t400": {"train_t_max": 400, "train_steps": 800},  # trained on timesteps < 400, for a larger t*
     "s1600_t500": {"train_t_max": 500, "train_steps": 1600},  # the default model since 2026-12-07
+    # the same steps drawn only from the 5 timesteps the default purification visits (t* = 400, 5 respaced steps)
+    "s1600_vis5": {"train_steps": 1600, "train_timesteps": "visited", "t_star": 400, "steps": 5},
 }
 # (the rows before 2026-12-07 ran the then-default 10 respaced steps; pinned likewise)
 VARIANTS: dict[str, tuple[str, dict]] = {
@@ -63,6 +65,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "s1600_k6": ("s1600_t500", {"t_star": 400, "steps": 6}),
     "s1600_k5": ("s1600_t500", {"t_star": 400, "steps": 5}),
     "s1600_k4": ("s1600_t500", {"t_star": 400, "steps": 4}),
+    "s1600_vis_k5": ("s1600_vis5", {"t_star": 400, "steps": 5}),
 }
 
 

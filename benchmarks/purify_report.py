@@ -678,6 +678,11 @@ STEPS5: list[Column] = [("t400_m500_s1600", "A+B+C", "10 reverse steps (compiled
                         ("t400_m500_s1600_k5", "A+B+C", "5 reverse steps (eager)")]
 
 
+# the same 1,600 training steps drawn only from the 5 timesteps the default purification runs the model at
+# (train_timesteps=visited) against uniform t < 500 (2026-12-07, the Intel VM, eager, 5 reverse steps)
+VISITED: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "trained on t < 500 (default)"),
+                         ("t400_vis_s1600", "A+B+C", "trained on the 5 visited timesteps only")]
+
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE, no compensation (the 12-03/04 stages)"),
@@ -831,10 +836,54 @@ def dvae_kappa2_table() -> str:
     return head + "\n".join(lines) + "\n"
 
 
+NONE_TAG = "intel_none"  # undefended runs re-measured on the Intel Xeon VM of the 2026-12-06/07 ECLIPSE runs
+
+
+def same_machine_table(columns: list[Column]) -> str:
+    """The columns' recoveries against references all measured on their own machine: the undefended accuracy of
+    the ``--tag intel_none`` run and the same machine's clean reference, beside the efficacy table's references,
+    which mix machines and precisions. A column whose runs did not all run on that machine is refused."""
+    _, rows = collect()
+    lines, avg_vm, avg_tab = [], {c[2]: [] for c in columns}, {c[2]: [] for c in columns}
+    clean_vm = None
+    for a in [x for x in ATTACKS if x != "urp"]:
+        ref_run = _load(RES / f"eclipse_{a}_{NONE_TAG}.json")
+        none_vm = _acc(ref_run.get("entries", {}), "none")
+        if none_vm is None:
+            continue
+        key = ((ref_run.get("machine") or {}).get("platform"), (ref_run.get("machine") or {}).get("cpu_model"))
+        clean_vm = clean_vm or same_machine_clean_ref(ref_run)
+        cells = []
+        for tag, mode, label in columns:
+            run = _load(RES / f"eclipse_{a}_{tag}.json")
+            acc = _acc(run.get("entries", {}), mode)
+            m = run.get("machine") or {}
+            if acc is None or (m.get("platform"), m.get("cpu_model")) != key or clean_vm is None:
+                cells.append("—")
+                continue
+            vm = _ratio(acc, none_vm, clean_vm)
+            tab = _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
+            avg_vm[label].append(vm)
+            avg_tab[label].append(tab)
+            cells.append(f"{_pct(acc)} ({vm:.3f}; {tab:.3f})")
+        lines.append(f"| {a.upper()} | {_pct(none_vm)} | {_pct(rows[a]['none'])} | " + " | ".join(cells) + " |")
+    if not lines or clean_vm is None:
+        return "Not measured yet.\n"
+    head = ("| attack | no defense, this VM | no defense, efficacy table | "
+            + " | ".join(f"{label}: accuracy (recovery, this VM's references; the table's)" for *_, label in columns)
+            + " |\n|" + "---|" * (len(columns) + 3) + "\n")
+    note = (f"\nClean reference on this VM: {_pct(clean_vm)} (the efficacy table's: "
+            f"{_pct(rows['clean']['clean_ref'])}). Average recovery over the attacks of each column, against this VM's "
+            "references and against the table's: "
+            + "; ".join(f"{label} ({len(avg_vm[label])} attacks) **{statistics.mean(avg_vm[label]):.3f}** and "
+                        f"{statistics.mean(avg_tab[label]):.3f}" for *_, label in columns if avg_vm[label]) + ".\n")
+    return head + "\n".join(lines) + "\n" + note
+
+
 # docs/eclipse.md blocks that are one column_table each: (block, columns, with purification seconds)
 COLUMN_TABLES = [("ds_variants", DS_VARIANTS, True), ("depth", DEPTH, True), ("sweep400", SWEEP400, False),
                  ("depth500", DEPTH500, True), ("steps1600", STEPS1600, True), ("t400_s1600", T400_S1600, True),
-                 ("steps5", STEPS5, True)]
+                 ("steps5", STEPS5, True), ("visited", VISITED, True)]
 
 
 def replace_block(doc: Path, name: str, body: str) -> None:
@@ -850,7 +899,8 @@ def main() -> None:
     blocks = {ecl: {"efficacy": lambda: efficacy_table("eclipse", "ECLIPSE"), "ablation": ablation_table,
                     "cost": cost_table, "fidelity": fidelity_table, "tstar": tstar_table,
                     "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
-                    "comp": comp_table, **{name: functools.partial(column_table, cols, seconds=secs)
+                    "comp": comp_table, "same_machine": functools.partial(same_machine_table, VISITED),
+                    **{name: functools.partial(column_table, cols, seconds=secs)
                                            for name, cols, secs in COLUMN_TABLES}},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
