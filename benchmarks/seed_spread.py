@@ -6,7 +6,9 @@
         --sets t200=$B/eclipse_clean_t200/eclipse/purified.npz,t200_ds=$B/eclipse_clean_t200_ds/eclipse/purified.npz \\
         --seeds 1,2
 
-A set may also be a dataset spec: ``--sets clean=cifar10:cpu`` gives the undefended reference at the same seeds.
+A set may also be a dataset spec: ``--sets clean=cifar10:cpu`` gives the undefended reference at the same seeds, and
+``--sets tap=attack:tap`` the undefended poisoned set (the ``cpu`` pool poisoned with the attack's defaults and seed 0,
+as eclipse_bench.py's ``none`` mode trains on it).
 ``PATH@noise_std=0.025`` (or ``@gray_p=…``) retrains a saved ECLIPSE set with its compensation changed, as
 eclipse_bench.py's ``A+B+C@noise_std=…`` modes do.
 Each set's training-time transform (ECLIPSE's compensation) is honoured as in the benchmarks. Resumable: every
@@ -25,8 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, parse_comp_overrides, save  # noqa: E402
 
+from unpoison.attacks import create_attack  # noqa: E402
 from unpoison.config import build_config  # noqa: E402
-from unpoison.data import load  # noqa: E402
+from unpoison.data import load, profile_split  # noqa: E402
 from unpoison.training import TrainConfig, train_on  # noqa: E402
 
 
@@ -48,7 +51,11 @@ def main() -> None:
     cfg = build_config(TrainConfig, preset=args.recipe)
     for set_name, set_path in sets.items():
         set_path, *overrides = set_path.split("@")
-        data = load(set_path)  # a saved dataset keeps its metadata (ECLIPSE's compensation)
+        if set_path.startswith("attack:"):
+            pool, _ = profile_split(load("cifar10"), "cpu")
+            data = create_attack(set_path.removeprefix("attack:")).poison(pool, seed=0)  # generation is cached
+        else:
+            data = load(set_path)  # a saved dataset keeps its metadata (ECLIPSE's compensation)
         if overrides:
             spec = data.meta.get("train_transform")
             if not spec or spec.get("name") != "eclipse_compensation":
