@@ -880,6 +880,74 @@ def same_machine_table(columns: list[Column]) -> str:
     return head + "\n".join(lines) + "\n" + note
 
 
+# ECLIPSE settings measured at three classifier seeds on the Intel Xeon VM: seed 0 from the run files, seeds 1 and 2
+# from seed_spread.py files on the same purified sets: (label, seed-0 run tag, {seed: attacks' spread tag},
+# {seed: (clean spread tag, set name)})
+SEED_ROWS = [
+    ("t < 500, 5 steps (default)", "t400_m500_s1600_k5",
+     {1: "attacks_t400_m500_s1600_k5", 2: "attacks_t400_m500_s1600_k5_seed2"},
+     {1: ("clean_t400_m500_s1600_k5", "k5"), 2: ("clean_t400_m500_s1600_k5", "k5")}),
+    ("t < 500, 10 steps (compiled)", "t400_m500_s1600",
+     {1: "attacks_t400_m500_s1600", 2: "attacks_t400_m500_s1600_seed2"},
+     {1: ("clean_t400_m500_s1600", "m500s1600_t400"), 2: ("clean_t400_m500_s1600", "m500s1600_t400")}),
+    ("5 visited timesteps, 5 steps", "t400_vis_s1600", {},
+     {1: ("clean_t400_vis_s1600", "vis"), 2: ("clean_t400_vis_s1600", "vis")}),
+]
+UNDEFENDED_SPREAD = "undefended_intel"  # seed_spread.py --sets tap=attack:tap,… --seeds 1,2
+CLEAN_REF_SEEDS = {1: "dvae_clean_none_s1", 2: "dvae_clean_none_s2"}  # the VM's clean reference at seeds 1 and 2
+
+
+def _spread(tag: str, key: str) -> float | None:
+    return _load(RES / f"seed_spread_{tag}.json").get("runs", {}).get(key, {}).get("test_acc")
+
+
+def seed_recovery_table() -> str:
+    """Average recovery over the seven attacks and clean-data cost per classifier seed, with every reference
+    (undefended, clean) measured on the same VM and at the same seed, beside the efficacy table's references."""
+    _, rows = collect()
+    attacks = [a for a in ATTACKS if a != "urp"]
+    ref0 = {a: _acc(_load(RES / f"eclipse_{a}_{NONE_TAG}.json").get("entries", {}), "none") for a in attacks}
+    clean0 = same_machine_clean_ref(_load(RES / f"eclipse_{attacks[0]}_{NONE_TAG}.json"))
+    refs = {0: (ref0, clean0)}
+    for seed, f in CLEAN_REF_SEEDS.items():
+        refs[seed] = ({a: _spread(UNDEFENDED_SPREAD, f"{a}/seed{seed}") for a in attacks},
+                      _acc(_load(RES / f"{f}.json").get("entries", {}), "none"))
+    lines = []
+    for label, tag0, spreads, clean_spreads in SEED_ROWS:
+        cells, same, table, costs = [], [], [], []
+        for seed in (0, 1, 2):
+            none, clean = refs[seed]
+            if seed == 0:
+                acc = {a: _acc(_load(RES / f"eclipse_{a}_{tag0}.json").get("entries", {}), "A+B+C") for a in attacks}
+                cacc = _acc(_load(RES / f"eclipse_clean_{tag0}.json").get("entries", {}), "A+B+C")
+            else:
+                acc = {a: _spread(spreads[seed], f"{a}/seed{seed}") if seed in spreads else None for a in attacks}
+                ct, cn = clean_spreads.get(seed, ("", ""))
+                cacc = _spread(ct, f"{cn}/seed{seed}") if ct else None
+            cost = None if cacc is None or clean is None else 100 * (clean - cacc)
+            if all(acc[a] is not None and none[a] is not None for a in attacks) and clean is not None:
+                r_same = statistics.mean(_ratio(acc[a], none[a], clean) for a in attacks)
+                r_tab = statistics.mean(_ratio(acc[a], rows[a]["none"], rows[a]["clean_ref"]) for a in attacks)
+                same.append(r_same)
+                table.append(r_tab)
+                cell = f"**{r_same:.3f}** ({r_tab:.3f})"
+            else:
+                cell = "—"
+            if cost is not None:
+                costs.append(cost)
+            cells.append(cell + ("" if cost is None else f", cost {cost:.2f}"))
+        mean = (f"**{statistics.mean(same):.3f}** ({statistics.mean(table):.3f})" if len(same) == 3 else "—")
+        mean += f", cost {statistics.mean(costs):.2f}" if len(costs) == 3 else ""
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
+    head = ("| setting | seed 0 | seed 1 | seed 2 | mean of three seeds |\n|---|---|---|---|---|\n")
+    note = ("\nEach cell: average recovery over the seven attacks (AR, EM, LSP, OPS, REM, SEP, TAP) against undefended "
+            "and clean references measured on this VM at the same classifier seed (in parentheses: against the "
+            "efficacy table's seed-0 references, mixed machines), and the clean-data cost in points against this "
+            "VM's clean reference at that seed (" + ", ".join(
+                f"seed {s}: {_pct(refs[s][1])}" for s in (0, 1, 2)) + ").\n")
+    return head + "\n".join(lines) + "\n" + note
+
+
 # docs/eclipse.md blocks that are one column_table each: (block, columns, with purification seconds)
 COLUMN_TABLES = [("ds_variants", DS_VARIANTS, True), ("depth", DEPTH, True), ("sweep400", SWEEP400, False),
                  ("depth500", DEPTH500, True), ("steps1600", STEPS1600, True), ("t400_s1600", T400_S1600, True),
@@ -900,6 +968,7 @@ def main() -> None:
                     "cost": cost_table, "fidelity": fidelity_table, "tstar": tstar_table,
                     "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
                     "comp": comp_table, "same_machine": functools.partial(same_machine_table, VISITED),
+                    "seed_recovery": seed_recovery_table,
                     **{name: functools.partial(column_table, cols, seconds=secs)
                                            for name, cols, secs in COLUMN_TABLES}},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
