@@ -174,6 +174,12 @@ def collect() -> tuple[float | None, dict[str, dict[str, float | None]]]:
     return clean, rows
 
 
+def _machine_key(run: dict) -> tuple[str | None, str | None]:
+    """(platform string, CPU model) of the machine a result file recorded."""
+    m = run.get("machine") or {}
+    return m.get("platform"), m.get("cpu_model")
+
+
 def same_machine_clean_ref(run: dict) -> float | None:
     """The undefended clean accuracy (a ``none`` entry of a clean-data run) measured on the kind of machine ``run``
     ran on (same recorded platform string and CPU model) with the same classifier recipe and seed, or None. Machines
@@ -181,16 +187,14 @@ def same_machine_clean_ref(run: dict) -> float | None:
     Xeon VM whose platform string is the same as the 81.42 one's), so a cost is fairest against its own machine; a
     longer recipe (``--tag t200_e18``: 86.44) is no reference for it. Several matching references are averaged (on
     one machine the recipe is deterministic, so they agree)."""
-    m = run.get("machine") or {}
-    key = (m.get("platform"), m.get("cpu_model"))
+    key = _machine_key(run)
     if not key[0]:
         return None
     refs = []
     for f in sorted(RES.glob("*_clean_*.json")):
         d = _load(f)
         acc = _acc(d.get("entries", {}), "none")
-        dm = d.get("machine") or {}
-        if (acc is not None and (dm.get("platform"), dm.get("cpu_model")) == key
+        if (acc is not None and _machine_key(d) == key
                 and d.get("seed") == run.get("seed") and d.get("train_config") == run.get("train_config")):
             refs.append(acc)
     return statistics.mean(refs) if refs else None
@@ -839,26 +843,29 @@ def dvae_kappa2_table() -> str:
 NONE_TAG = "intel_none"  # undefended runs re-measured on the Intel Xeon VM of the 2026-12-06/07 ECLIPSE runs
 
 
+def _vm_references(attacks: list[str]) -> tuple[dict[str, float | None], float | None, tuple[str | None, str | None]]:
+    """Seed 0's undefended accuracies (the ``intel_none`` runs), that machine's clean reference and its key."""
+    runs = {a: _load(RES / f"eclipse_{a}_{NONE_TAG}.json") for a in attacks}
+    none = {a: _acc(run.get("entries", {}), "none") for a, run in runs.items()}
+    first = next((run for run in runs.values() if run), {})
+    return none, same_machine_clean_ref(first), _machine_key(first)
+
+
 def same_machine_table(columns: list[Column]) -> str:
     """The columns' recoveries against references all measured on their own machine: the undefended accuracy of
     the ``--tag intel_none`` run and the same machine's clean reference, beside the efficacy table's references,
     which mix machines and precisions. A column whose runs did not all run on that machine is refused."""
     _, rows = collect()
     lines, avg_vm, avg_tab = [], {c[2]: [] for c in columns}, {c[2]: [] for c in columns}
-    clean_vm = None
-    for a in [x for x in ATTACKS if x != "urp"]:
-        ref_run = _load(RES / f"eclipse_{a}_{NONE_TAG}.json")
-        none_vm = _acc(ref_run.get("entries", {}), "none")
+    refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp"])
+    for a, none_vm in refs.items():
         if none_vm is None:
             continue
-        key = ((ref_run.get("machine") or {}).get("platform"), (ref_run.get("machine") or {}).get("cpu_model"))
-        clean_vm = clean_vm or same_machine_clean_ref(ref_run)
         cells = []
         for tag, mode, label in columns:
             run = _load(RES / f"eclipse_{a}_{tag}.json")
             acc = _acc(run.get("entries", {}), mode)
-            m = run.get("machine") or {}
-            if acc is None or (m.get("platform"), m.get("cpu_model")) != key or clean_vm is None:
+            if acc is None or _machine_key(run) != key or clean_vm is None:
                 cells.append("—")
                 continue
             vm = _ratio(acc, none_vm, clean_vm)
@@ -906,8 +913,7 @@ def seed_recovery_table() -> str:
     (undefended, clean) measured on the same VM and at the same seed, beside the efficacy table's references."""
     _, rows = collect()
     attacks = [a for a in ATTACKS if a != "urp"]
-    ref0 = {a: _acc(_load(RES / f"eclipse_{a}_{NONE_TAG}.json").get("entries", {}), "none") for a in attacks}
-    clean0 = same_machine_clean_ref(_load(RES / f"eclipse_{attacks[0]}_{NONE_TAG}.json"))
+    ref0, clean0, _ = _vm_references(attacks)
     refs = {0: (ref0, clean0)}
     for seed, f in CLEAN_REF_SEEDS.items():
         refs[seed] = ({a: _spread(UNDEFENDED_SPREAD, f"{a}/seed{seed}") for a in attacks},

@@ -49,10 +49,12 @@ def main() -> None:
     result |= {"sets": sets, "recipe": args.recipe, "machine": machine(), "command": "python " + " ".join(sys.argv)}
     test = load(args.test)
     cfg = build_config(TrainConfig, preset=args.recipe)
+    pool = None  # the cpu pool, loaded once for every attack:NAME set
     for set_name, set_path in sets.items():
         set_path, *overrides = set_path.split("@")
         if set_path.startswith("attack:"):
-            pool, _ = profile_split(load("cifar10"), "cpu")
+            if pool is None:
+                pool, _ = profile_split(load("cifar10"), "cpu")
             data = create_attack(set_path.removeprefix("attack:")).poison(pool, seed=0)  # generation is cached
         else:
             data = load(set_path)  # a saved dataset keeps its metadata (ECLIPSE's compensation)
