@@ -235,3 +235,37 @@ def test_train_only_visited_timesteps(tmp_path, monkeypatch):
     seen.clear()  # "range" (the default) draws from [0, train_t_max)
     create_purifier("eclipse", **{**TINY, "t_star": 40, "train_t_max": 40}).fit(ds, clean)
     assert len(set(seen)) > 3 and max(seen) < 40
+
+
+def test_cosine_lr_schedule_decays_resumes_and_binds_train_steps(tmp_path, monkeypatch):
+    cfg = EclipseConfig(**{**TINY, "train_steps": 8, "lr_schedule": "cosine"})
+    lrs = [cfg.lr_at(s) for s in range(8)]
+    assert lrs[0] == cfg.lr and lrs[4] == pytest.approx(cfg.lr / 2)
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+    assert EclipseConfig(**TINY).lr_at(7) == EclipseConfig(**TINY).lr  # constant stays constant
+    # the constant default leaves the setting out of the training key, so models made before it keep theirs
+    assert "lr_schedule" not in EclipseConfig(**TINY).training_dict() and "lr_schedule" in cfg.training_dict()
+    used: list[float] = []
+    orig = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        used.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    ds, clean = _synthetic(), _synthetic(seed=1)
+    run = {**TINY, "train_steps": 8, "lr_schedule": "cosine", "checkpoint_every": 2}
+    ref = create_purifier("eclipse", **run).fit(ds, clean)
+    assert used == pytest.approx(lrs)  # the optimiser ran at the schedule's rates
+    const = create_purifier("eclipse", **{**run, "lr_schedule": "constant"}).fit(ds, clean)
+    assert not torch.equal(next(ref.model.parameters()), next(const.model.parameters()))
+    a = create_purifier("eclipse", **run, checkpoint_dir=str(tmp_path / "ck"))
+    a._stop_after = 5  # the checkpoint at step 4 survives
+    a.fit(ds, clean)
+    b = create_purifier("eclipse", **run, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
+    _assert_same_weights(ref, b)  # resumed mid-decay: the same model as the uninterrupted run
+    # a decaying schedule depends on its length: a finished 8-step checkpoint is not the start of a 10-step run
+    with pytest.raises(UnpoisonError, match="another run"):
+        create_purifier("eclipse", **{**run, "train_steps": 10}, checkpoint_dir=str(tmp_path / "ck")).fit(ds, clean)
+    with pytest.raises(UnpoisonError, match="lr_schedule"):
+        EclipseConfig(**{**TINY, "lr_schedule": "linear"})
