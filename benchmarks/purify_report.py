@@ -687,6 +687,11 @@ STEPS5: list[Column] = [("t400_m500_s1600", "A+B+C", "10 reverse steps (compiled
 VISITED: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "trained on t < 500 (default)"),
                          ("t400_vis_s1600", "A+B+C", "trained on the 5 visited timesteps only")]
 
+# the same 1,600 training steps with the learning rate decayed to 0 on a cosine (lr_schedule=cosine) against the
+# constant 1e-3 (2026-12-07/08, the Intel VM, eager, 5 reverse steps)
+COSINE: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "constant lr 1e-3 (default)"),
+                        ("t400_cos_s1600", "A+B+C", "cosine decay from 1e-3 to 0")]
+
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE, no compensation (the 12-03/04 stages)"),
@@ -899,6 +904,8 @@ SEED_ROWS = [
      {1: ("clean_t400_m500_s1600", "m500s1600_t400"), 2: ("clean_t400_m500_s1600", "m500s1600_t400")}),
     ("5 visited timesteps, 5 steps", "t400_vis_s1600", {},
      {1: ("clean_t400_vis_s1600", "vis"), 2: ("clean_t400_vis_s1600", "vis")}),
+    ("cosine lr, 5 steps", "t400_cos_s1600", {1: "attacks_t400_cos_s1600", 2: "attacks_t400_cos_s1600_seed2"},
+     {1: ("clean_t400_cos_s1600", "cos"), 2: ("clean_t400_cos_s1600", "cos")}),
 ]
 UNDEFENDED_SPREAD = "undefended_intel"  # seed_spread.py --sets tap=attack:tap,… --seeds 1,2
 CLEAN_REF_SEEDS = {1: "dvae_clean_none_s1", 2: "dvae_clean_none_s2"}  # the VM's clean reference at seeds 1 and 2
@@ -913,7 +920,7 @@ def seed_recovery_table() -> str:
     (undefended, clean) measured on the same VM and at the same seed, beside the efficacy table's references."""
     _, rows = collect()
     attacks = [a for a in ATTACKS if a != "urp"]
-    ref0, clean0, _ = _vm_references(attacks)
+    ref0, clean0, key0 = _vm_references(attacks)
     refs = {0: (ref0, clean0)}
     for seed, f in CLEAN_REF_SEEDS.items():
         refs[seed] = ({a: _spread(UNDEFENDED_SPREAD, f"{a}/seed{seed}") for a in attacks},
@@ -923,9 +930,11 @@ def seed_recovery_table() -> str:
         cells, same, table, costs = [], [], [], []
         for seed in (0, 1, 2):
             none, clean = refs[seed]
-            if seed == 0:
-                acc = {a: _acc(_load(RES / f"eclipse_{a}_{tag0}.json").get("entries", {}), "A+B+C") for a in attacks}
-                cacc = _acc(_load(RES / f"eclipse_clean_{tag0}.json").get("entries", {}), "A+B+C")
+            if seed == 0:  # the run files; one made on another machine than the references counts as missing
+                runs = {a: _load(RES / f"eclipse_{a}_{tag0}.json") for a in [*attacks, "clean"]}
+                acc = {a: _acc(runs[a].get("entries", {}), "A+B+C") if _machine_key(runs[a]) == key0 else None
+                       for a in runs}
+                cacc = acc.pop("clean")
             else:
                 acc = {a: _spread(spreads[seed], f"{a}/seed{seed}") if seed in spreads else None for a in attacks}
                 ct, cn = clean_spreads.get(seed, ("", ""))
@@ -957,7 +966,7 @@ def seed_recovery_table() -> str:
 # docs/eclipse.md blocks that are one column_table each: (block, columns, with purification seconds)
 COLUMN_TABLES = [("ds_variants", DS_VARIANTS, True), ("depth", DEPTH, True), ("sweep400", SWEEP400, False),
                  ("depth500", DEPTH500, True), ("steps1600", STEPS1600, True), ("t400_s1600", T400_S1600, True),
-                 ("steps5", STEPS5, True), ("visited", VISITED, True)]
+                 ("steps5", STEPS5, True), ("visited", VISITED, True), ("cosine", COSINE, True)]
 
 
 def replace_block(doc: Path, name: str, body: str) -> None:
@@ -973,7 +982,7 @@ def main() -> None:
     blocks = {ecl: {"efficacy": lambda: efficacy_table("eclipse", "ECLIPSE"), "ablation": ablation_table,
                     "cost": cost_table, "fidelity": fidelity_table, "tstar": tstar_table,
                     "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
-                    "comp": comp_table, "same_machine": functools.partial(same_machine_table, VISITED),
+                    "comp": comp_table, "same_machine": functools.partial(same_machine_table, VISITED + COSINE[1:]),
                     "seed_recovery": seed_recovery_table,
                     **{name: functools.partial(column_table, cols, seconds=secs)
                                            for name, cols, secs in COLUMN_TABLES}},
