@@ -25,9 +25,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # purify_report.py picks the run at the current defaults by them
 ECLIPSE_SETTING = ("t_star", "train_t_max", "sampler", "steps", "unet", "train_steps", "batch_size", "lr", "ema_decay",
                    "sparse_fraction", "sparse_size", "copies", "diffusion_steps", "gray_p", "noise_std", "despeckle",
-                   "train_timesteps")
+                   "train_timesteps", "lr_schedule")
 # what a setting added later had been in results recorded before it existed
-ECLIPSE_SETTING_BEFORE = {"despeckle": 0.0, "train_timesteps": "range"}
+ECLIPSE_SETTING_BEFORE = {"despeckle": 0.0, "train_timesteps": "range", "lr_schedule": "constant"}
 CACHE = Path(__file__).resolve().parents[1] / ".cache"  # git-ignored
 COMP_KEYS = ("gray_p", "noise_std")  # ECLIPSE's compensation strengths a benchmark may override
 

@@ -126,6 +126,7 @@ def eclipse_default_run(attack: str) -> dict:
             cfg |= (e.get("train_transform") or {}).get("params") or {}  # (a swept A+B+C@noise_std=… differs)
             # a run given a saved model (model_path) purified with that model's training, not its config's defaults
             model = e.get("model") or {}
+            cfg |= {k: v for k, v in (model.get("training") or {}).items() if k in ECLIPSE_SETTING}
             cfg |= {k: model[m] for k, m in (("train_steps", "steps_trained"), ("train_t_max", "train_t_max"))
                     if m in model}
             if eclipse_setting(cfg) == want:
