@@ -906,8 +906,9 @@ SEED_ROWS = [
      {1: ("clean_t400_m500_s1600", "m500s1600_t400"), 2: ("clean_t400_m500_s1600", "m500s1600_t400")}),
     ("5 visited timesteps, 5 steps", "t400_vis_s1600", {},
      {1: ("clean_t400_vis_s1600", "vis"), 2: ("clean_t400_vis_s1600", "vis")}),
-    ("cosine lr, 5 steps", "t400_cos_s1600", {1: "attacks_t400_cos_s1600", 2: "attacks_t400_cos_s1600_seed2"},
-     {1: ("clean_t400_cos_s1600", "cos"), 2: ("clean_t400_cos_s1600", "cos")}),
+    ("3,200 steps at batch 64, 5 steps", "t400_b64_s3200",
+     {1: "attacks_t400_b64_s3200", 2: "attacks_t400_b64_s3200_seed2"},
+     {1: ("clean_t400_b64_s3200", "b64"), 2: ("clean_t400_b64_s3200", "b64")}),
 ]
 UNDEFENDED_SPREAD = "undefended_intel"  # seed_spread.py --sets tap=attack:tap,… --seeds 1,2
 CLEAN_REF_SEEDS = {1: "dvae_clean_none_s1", 2: "dvae_clean_none_s2"}  # the VM's clean reference at seeds 1 and 2
