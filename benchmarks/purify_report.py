@@ -685,14 +685,14 @@ STEPS5: list[Column] = [("t400_m500_s1600", "A+B+C", "10 reverse steps (compiled
 
 # the same 1,600 training steps drawn only from the 5 timesteps the default purification runs the model at
 # (train_timesteps=visited) against uniform t < 500 (2026-12-07, the Intel VM, eager, 5 reverse steps)
-VISITED: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "trained on t < 500 (1,600 × 128)"),
+VISITED: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "trained on t < 500 (default)"),
                          ("t400_vis_s1600", "A+B+C", "trained on the 5 visited timesteps only")]
 
 # the diffusion model's training compute spent another way (2026-12-07, the Intel VM, eager, 5 reverse steps): the
 # learning rate decayed to 0 on a cosine (lr_schedule=cosine), and twice the updates at half the batch
-SCHEDULE: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "1,600 × 128, constant lr 1e-3 (default before)"),
+SCHEDULE: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "1,600 × 128, constant lr 1e-3 (default)"),
                           ("t400_cos_s1600", "A+B+C", "1,600 × 128, cosine decay from 1e-3 to 0"),
-                          ("t400_b64_s3200", "A+B+C", "3,200 × 64, constant lr 1e-3 (default)")]
+                          ("t400_b64_s3200", "A+B+C", "3,200 × 64, constant lr 1e-3")]
 
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
@@ -898,15 +898,15 @@ def same_machine_table(columns: list[Column]) -> str:
 # from seed_spread.py files on the same purified sets: (label, seed-0 run tag, {seed: attacks' spread tag},
 # {seed: (clean spread tag, set name)})
 SEED_ROWS = [
-    ("1,600 × 128, 5 steps (default before)", "t400_m500_s1600_k5",
+    ("t < 500, 5 steps (default)", "t400_m500_s1600_k5",
      {1: "attacks_t400_m500_s1600_k5", 2: "attacks_t400_m500_s1600_k5_seed2"},
      {1: ("clean_t400_m500_s1600_k5", "k5"), 2: ("clean_t400_m500_s1600_k5", "k5")}),
-    ("1,600 × 128, 10 steps (compiled)", "t400_m500_s1600",
+    ("t < 500, 10 steps (compiled)", "t400_m500_s1600",
      {1: "attacks_t400_m500_s1600", 2: "attacks_t400_m500_s1600_seed2"},
      {1: ("clean_t400_m500_s1600", "m500s1600_t400"), 2: ("clean_t400_m500_s1600", "m500s1600_t400")}),
-    ("1,600 × 128 on the 5 visited timesteps, 5 steps", "t400_vis_s1600", {},
+    ("5 visited timesteps, 5 steps", "t400_vis_s1600", {},
      {1: ("clean_t400_vis_s1600", "vis"), 2: ("clean_t400_vis_s1600", "vis")}),
-    ("3,200 × 64, 5 steps (default)", "t400_b64_s3200",
+    ("3,200 steps at batch 64, 5 steps", "t400_b64_s3200",
      {1: "attacks_t400_b64_s3200", 2: "attacks_t400_b64_s3200_seed2"},
      {1: ("clean_t400_b64_s3200", "b64"), 2: ("clean_t400_b64_s3200", "b64")}),
 ]

@@ -25,8 +25,7 @@ class AvatarConfig(EclipseConfig):
     # the baseline as measured (docs/eclipse.md): the paper's t* = 100, trained on the timesteps it visits
     t_star: int = 100
     train_t_max: int = 100
-    train_steps: int = 800  # as measured; ECLIPSE's default rose to 1,600 and then 3,200 at batch 64 on 2026-12-07
-    batch_size: int = 128  # as measured
+    train_steps: int = 800  # as measured; ECLIPSE's default rose to 1,600 on 2026-12-07
     steps: int = 10  # as measured; ECLIPSE's default fell to 5 on 2026-12-07
     despeckle: float = 0.0  # AVATAR has no such step
 

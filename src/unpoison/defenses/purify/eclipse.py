@@ -24,10 +24,10 @@ Clean-room reimplementation from the description in ``shared/reference/eclipse.m
    every batch of every epoch, as the official code does (``train_on(..., train_transform="once")`` applies it a
    single time, as the paper's Algorithm 1 reads).
 
-The CPU defaults (a 0.93M-parameter UNet, 3,200 steps at batch 64 and lr 1e-3 on timesteps < 500 only, t* = 400,
+The CPU defaults (a 0.93M-parameter UNet, 1,600 steps at batch 128 and lr 1e-3 on timesteps < 500 only, t* = 400,
 5 respaced steps) are set by step cost and measured accuracy: fit + purify of the 20,000-image ``cpu`` pool takes
 26–28 minutes on 2 cores (a 2-core Intel Xeon VM: 22 min to fit, 4–5 min to purify at t* = 400 eager;
-docs/eclipse.md, "Five reverse steps instead of ten"; ``train_steps=1600`` halves the fit); ``paper`` holds the
+docs/eclipse.md, "Five reverse steps instead of ten"; ``train_steps=800`` halves the fit); ``paper`` holds the
 published setting.
 See docs/eclipse.md and benchmarks/eclipse_{bench,speed}.py.
 """
@@ -160,33 +160,30 @@ class EclipseConfig(Config):
     diffusion_steps: int = 4000  # T of the cosine schedule
     unet: str = "cpu"  # UNet preset: paper (52.5M) | small | cpu | tiny
     dropout: float = 0.0
-    # optimiser steps (paper 250K) and batch (paper 128). The compute (steps × batch) is set by the fit budget:
-    # 1,600 × 128 beat 800 × 128 (docs/eclipse.md, "The 1,600-step model at the default t* = 400": average recovery
-    # over seven attacks 0.831 → 0.853 at seed 0, TAP +3.7, SEP +4.2 points), and the same compute as 3,200 × 64
-    # (since 2026-12-07, a later session) beat 1,600 × 128: twice the updates for a model that is still underfit
-    # (docs/eclipse.md, "The same training compute spent another way": TAP +3.0, SEP +1.6 points, the other five
-    # within 0.5, clean-data cost 4.03 against 4.54 at seed 0). ≈ 22 min on 2 Intel cores (0.42 s a step)
-    train_steps: int = 3200
-    batch_size: int = 64
+    # optimiser steps (paper 250K). 1,600 by measurement (docs/eclipse.md, "The 1,600-step model at the default
+    # t* = 400", 2026-12-07, seed 0): against 800 steps average recovery over seven attacks 0.831 → 0.853 (0.849
+    # over classifier seeds 0 and 1; TAP +3.7, SEP +4.2, LSP +1.1 points; REM, EM, OPS within 0.3) at a clean-data
+    # cost of 3.84 points (mean of three classifier seeds) against 4.25. ≈ 22 min at batch 128 on 2 Intel cores
+    # (0.84 s a step)
+    train_steps: int = 1600
+    batch_size: int = 128
     # AdamW. Paper setting 1e-4 learns nothing in a short run: after 120 steps (batch 32, cpu UNet, t < 100) ε-MSE at
     # t = 99 was 0.99 with 1e-4 (x̂₀ no better than the noisy input) and 0.52 with 1e-3 (x̂₀ error halved).
     lr: float = 1e-3
-    # "constant" (the paper's and the default) or "cosine": lr · ½(1 + cos(π·step/train_steps)), decayed to 0 at the
-    # last step. Set per step from the step index, so resume needs no scheduler state; with "cosine" train_steps
-    # becomes a training setting (a longer run is another schedule). Measured at 1,600 × 128 (docs/eclipse.md, "The
-    # same training compute spent another way", seed 0): TAP 62.81 against 62.94%, SEP 68.00 against 68.51%, clean
-    # cost 4.26 against 4.54 points, and a higher final training loss (0.284 against 0.269): the short run is still
-    # underfit, and decaying the rate slows it
+    # "constant" (the measured defaults) or "cosine": lr · ½(1 + cos(π·step/train_steps)), decayed to 0 at the last
+    # step. Not in the paper (constant there, over 250K steps); in a 1,600-step run the last steps at full lr leave
+    # the weights noisy, which EMA 0.99 only partly averages out. Set per step from the step index, so resume needs
+    # no scheduler state; with "cosine" train_steps becomes a training setting (a longer run is another schedule)
     lr_schedule: Literal["constant", "cosine"] = "constant"
     weight_decay: float = 0.0
-    # EMA: 0.9999 averages over ~10K steps; after 3,200 steps 0.9999^3200 ≈ 73% of the EMA would still be the random
-    # initial weights. 0.99 averages over the last ~100 steps and leaves 0.99^3200 ≈ 1e-14 of the initialisation.
+    # EMA: 0.9999 averages over ~10K steps; after 1,600 steps 0.9999^1600 ≈ 85% of the EMA would still be the random
+    # initial weights. 0.99 averages over the last ~100 steps and leaves 0.99^1600 ≈ 1e-7 of the initialisation.
     ema_decay: float = 0.99
     vlb_weight: float = 0.001  # λ of the hybrid loss
     # train only timesteps < train_t_max (0 = all T): purification visits t < t* only (the default t* = 400 starts at
     # index 399). Training on more than t* visits costs nothing measurable (at t* = 100: clean PSNR 34.01 against
     # 34.08 dB for a model trained on t < 100, docs/eclipse.md "Larger t*"), so one model serves every t* ≤ 500,
-    # the default and --preset deep alike; the 1,600- and 3,200-step defaults were measured with models on t < 500
+    # the default and --preset deep alike; the 1,600-step default was measured with a model trained on t < 500
     train_t_max: int = 500
     # "range": draw training timesteps uniformly from [0, train_t_max); "visited": only from the ones purification
     # runs the model at (t* − 1 and the respaced steps below it, from t_star / sampler / steps), which then become
@@ -229,7 +226,7 @@ class EclipseConfig(Config):
     # (docs/eclipse.md, "The 1,600-step model at the default t* = 400"): against t* = 400 (10 steps) TAP +4.9, SEP +1.9
     # points, LSP, AR, OPS, EM, REM 0.6-1.8 points lower (seven-attack average recovery 0.852 against 0.853), at
     # 1.5 points more clean-data cost (mean over three classifier seeds 5.31 against 3.84, over the 5-point target).
-    # Pinned to the 10 reverse steps it was measured with; not re-measured with the 3,200 × 64 model.
+    # Pinned to the 10 reverse steps it was measured with.
     PRESETS = {"paper": dict(_PAPER), "deep": {"t_star": 500, "gray_p": 0.4, "steps": 10}}
 
     def validate(self) -> None:
