@@ -850,21 +850,24 @@ def dvae_kappa2_table() -> str:
 NONE_TAG = "intel_none"  # undefended runs re-measured on the Intel Xeon VM of the 2026-12-06/07 ECLIPSE runs
 
 
-def _vm_references(attacks: list[str]) -> tuple[dict[str, float | None], float | None, tuple[str | None, str | None]]:
-    """Seed 0's undefended accuracies (the ``intel_none`` runs), that machine's clean reference and its key."""
-    runs = {a: _load(RES / f"eclipse_{a}_{NONE_TAG}.json") for a in attacks}
+def _vm_references(attacks: list[str], none_tag: str = NONE_TAG
+                   ) -> tuple[dict[str, float | None], float | None, tuple[str | None, str | None]]:
+    """Seed 0's undefended accuracies (the ``none`` entries of the ``none_tag`` runs), that machine's clean reference
+    and its key."""
+    runs = {a: _load(RES / f"eclipse_{a}_{none_tag}.json") for a in attacks}
     none = {a: _acc(run.get("entries", {}), "none") for a, run in runs.items()}
     first = next((run for run in runs.values() if run), {})
     return none, same_machine_clean_ref(first), _machine_key(first)
 
 
-def same_machine_table(columns: list[Column]) -> str:
+def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG) -> str:
     """The columns' recoveries against references all measured on their own machine: the undefended accuracy of
-    the ``--tag intel_none`` run and the same machine's clean reference, beside the efficacy table's references,
-    which mix machines and precisions. A column whose runs did not all run on that machine is refused."""
+    the ``none_tag`` runs (``--tag intel_none`` by default) and the same machine's clean reference, beside the
+    efficacy table's references, which mix machines and precisions; and each column's clean-data cost against that
+    reference. A cell whose run was made on another kind of machine is left empty."""
     _, rows = collect()
     lines, avg_vm, avg_tab = [], {c[2]: [] for c in columns}, {c[2]: [] for c in columns}
-    refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp"])
+    refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp"], none_tag)
     for a, none_vm in refs.items():
         if none_vm is None:
             continue
@@ -883,6 +886,14 @@ def same_machine_table(columns: list[Column]) -> str:
         lines.append(f"| {a.upper()} | {_pct(none_vm)} | {_pct(rows[a]['none'])} | " + " | ".join(cells) + " |")
     if not lines or clean_vm is None:
         return "Not measured yet.\n"
+    costs = []
+    for tag, mode, _ in columns:
+        run = _load(RES / f"eclipse_clean_{tag}.json")
+        acc = _acc(run.get("entries", {}), mode)
+        costs.append("—" if acc is None or _machine_key(run) != key
+                     else f"{_pct(acc)} (cost {100 * (clean_vm - acc):.2f})")
+    lines.append(f"| none (clean data) | {_pct(clean_vm)} | {_pct(rows['clean']['clean_ref'])} | " + " | ".join(costs)
+                 + " |")
     head = ("| attack | no defense, this VM | no defense, efficacy table | "
             + " | ".join(f"{label}: accuracy (recovery, this VM's references; the table's)" for *_, label in columns)
             + " |\n|" + "---|" * (len(columns) + 3) + "\n")
