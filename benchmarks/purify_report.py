@@ -113,11 +113,17 @@ def eclipse_setting(cfg: dict) -> dict:
     return {k: cfg.get(k, ECLIPSE_OLD[k]) for k in ECLIPSE_SETTING}
 
 
+# the tag whose runs fill the efficacy table's ECLIPSE column (one machine for every attack): runs at the same
+# setting on other machines (the `amd` refits of 2026-12-07) must not replace some of its cells
+EFFICACY_TAG = "t400_m500_s1600_k5"
+
+
 def eclipse_default_run(attack: str) -> dict:
-    """The ECLIPSE run of ``attack`` whose A+B+C entry used the current defaults: the untagged run if it did, else a
-    tagged one (``--tag t200`` …); {} if none was measured."""
+    """The ECLIPSE run of ``attack`` whose A+B+C entry used the current defaults: the untagged run if it did, else
+    the ``EFFICACY_TAG`` run, else another tagged one (``--tag t200`` …); {} if none was measured."""
     want = eclipse_setting(EclipseConfig().to_dict())
-    for f in [RES / f"eclipse_{attack}.json", *sorted(RES.glob(f"eclipse_{attack}_*.json"))]:
+    for f in [RES / f"eclipse_{attack}.json", RES / f"eclipse_{attack}_{EFFICACY_TAG}.json",
+              *sorted(RES.glob(f"eclipse_{attack}_*.json"))]:
         d = _load(f)
         for mode, e in d.get("entries", {}).items():
             if mode.split("@")[0] != "A+B+C" or not e.get("done"):
@@ -694,6 +700,11 @@ SCHEDULE: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "1,600 × 128, constan
                           ("t400_cos_s1600", "A+B+C", "1,600 × 128, cosine decay from 1e-3 to 0"),
                           ("t400_b64_s3200", "A+B+C", "3,200 × 64, constant lr 1e-3")]
 
+# the diffusion model's learning rate doubled (2e-3), against the default 1e-3 refitted on the same machine (2026-12-07,
+# an AMD EPYC VM): recoveries against that VM's own undefended runs (the `amd` runs' `none` entries) and clean reference
+LR_AMD: list[Column] = [("amd", "A+B+C", "lr 1e-3 (default)"), ("amd_lr2e3", "A+B+C", "lr 2e-3")]
+LR_NONE_TAG = "amd"
+
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
 DVAE_COMP: list[Column] = [("dvae_e20_10", "dvae", "D-VAE, no compensation (the 12-03/04 stages)"),
@@ -998,6 +1009,7 @@ def main() -> None:
                     "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
                     "comp": comp_table, "same_machine": functools.partial(same_machine_table, VISITED + SCHEDULE[1:]),
                     "seed_recovery": seed_recovery_table,
+                    "lr_amd": functools.partial(same_machine_table, LR_AMD, LR_NONE_TAG),
                     **{name: functools.partial(column_table, cols, seconds=secs)
                                            for name, cols, secs in COLUMN_TABLES}},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
