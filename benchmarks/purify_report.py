@@ -911,8 +911,9 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG) -> str:
     note = (f"\nClean reference on this VM: {_pct(clean_vm)} (the efficacy table's: "
             f"{_pct(rows['clean']['clean_ref'])}). Average recovery over the attacks of each column, against this VM's "
             "references and against the table's: "
-            + "; ".join(f"{label} ({len(avg_vm[label])} attacks) **{statistics.mean(avg_vm[label]):.3f}** and "
-                        f"{statistics.mean(avg_tab[label]):.3f}" for *_, label in columns if avg_vm[label]) + ".\n")
+            + "; ".join(f"{label} ({len(avg_vm[label])} attack{'s' * (len(avg_vm[label]) > 1)}) "
+                        f"**{statistics.mean(avg_vm[label]):.3f}** and {statistics.mean(avg_tab[label]):.3f}"
+                        for *_, label in columns if avg_vm[label]) + ".\n")
     return head + "\n".join(lines) + "\n" + note
 
 
