@@ -172,7 +172,12 @@ def test_channels_last_changes_only_rounding_and_shares_checkpoints(tmp_path):
     b = nchw.fit_purify(ds)
     assert nchw.models[1].encoder.net[0].weight.is_contiguous()
     diff = np.abs(a.images.astype(int) - b.images.astype(int))
-    assert diff.max() <= 2 and (diff == 0).mean() > 0.95  # the same training, up to float rounding
+    # the same training up to float rounding, which a training run amplifies by an amount that depends on the CPU's
+    # kernels (an Intel VM: >95% of pixels identical, max 2 levels; an AMD EPYC VM: 48%, max 3): measured against what
+    # a real change (another seed: mean ~33 levels here) does to the same run, not against a fixed level count
+    other = create_purifier("dvae", **kw, channels_last=False, seed=1).fit_purify(ds)
+    real = np.abs(other.images.astype(int) - b.images.astype(int))
+    assert diff.mean() < 0.05 * real.mean() and diff.max() < 0.1 * real.max()
     # a runtime setting: an NCHW run resumes (here: loads) the NHWC run's checkpoints and reproduces its output
     again = create_purifier("dvae", **kw, checkpoint_dir=ck, channels_last=False)
     c = again.fit_purify(ds)
