@@ -953,7 +953,7 @@ def seed_recovery_table() -> str:
                       _acc(_load(RES / f"{f}.json").get("entries", {}), "none"))
     lines = []
     for label, tag0, spreads, clean_spreads in SEED_ROWS:
-        cells, same, table, costs = [], [], [], []
+        cells, same, table, paper, costs = [], [], [], [], []
         for seed in (0, 1, 2):
             none, clean = refs[seed]
             if seed == 0:  # the run files; one made on another machine than the references counts as missing
@@ -969,21 +969,28 @@ def seed_recovery_table() -> str:
             if all(acc[a] is not None and none[a] is not None for a in attacks) and clean is not None:
                 r_same = statistics.mean(_ratio(acc[a], none[a], clean) for a in attacks)
                 r_tab = statistics.mean(_ratio(acc[a], rows[a]["none"], rows[a]["clean_ref"]) for a in attacks)
+                # the issue's and the ECLIPSE paper's form: one ratio of the averaged accuracies
+                n_avg = statistics.mean(none[a] for a in attacks)
+                r_paper = (statistics.mean(acc[a] for a in attacks) - n_avg) / (clean - n_avg)
                 same.append(r_same)
                 table.append(r_tab)
-                cell = f"**{r_same:.3f}** ({r_tab:.3f})"
+                paper.append(r_paper)
+                cell = f"**{r_same:.3f}** ({r_tab:.3f}; paper's form {r_paper:.3f})"
             else:
                 cell = "—"
             if cost is not None:
                 costs.append(cost)
             cells.append(cell + ("" if cost is None else f", cost {cost:.2f}"))
-        mean = (f"**{statistics.mean(same):.3f}** ({statistics.mean(table):.3f})" if len(same) == 3 else "—")
+        mean = (f"**{statistics.mean(same):.3f}** ({statistics.mean(table):.3f}; paper's form "
+                f"{statistics.mean(paper):.3f})" if len(same) == 3 else "—")
         mean += f", cost {statistics.mean(costs):.2f}" if len(costs) == 3 else ""
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {mean} |")
     head = ("| setting | seed 0 | seed 1 | seed 2 | mean of three seeds |\n|---|---|---|---|---|\n")
     note = ("\nEach cell: average recovery over the seven attacks (AR, EM, LSP, OPS, REM, SEP, TAP) against undefended "
             "and clean references measured on this VM at the same classifier seed (in parentheses: against the "
-            "efficacy table's seed-0 references, mixed machines), and the clean-data cost in points against this "
+            "efficacy table's seed-0 references, mixed machines; then the ratio as the ECLIPSE paper and issue #4 "
+            "compute it, (mean defended − mean undefended) / (clean − mean undefended) over the same seven attacks "
+            "and this VM's references), and the clean-data cost in points against this "
             "VM's clean reference at that seed (" + ", ".join(
                 f"seed {s}: {_pct(refs[s][1])}" for s in (0, 1, 2)) + ").\n")
     return head + "\n".join(lines) + "\n" + note
