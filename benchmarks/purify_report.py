@@ -704,6 +704,11 @@ SCHEDULE: list[Column] = [("t400_m500_s1600_k5", "A+B+C", "1,600 × 128, constan
 # an AMD EPYC VM): recoveries against that VM's own undefended runs (the `amd` runs' `none` entries) and clean reference
 LR_AMD: list[Column] = [("amd", "A+B+C", "lr 1e-3 (default)"), ("amd_lr2e3", "A+B+C", "lr 2e-3")]
 LR_NONE_TAG = "amd"
+LR_ATTACKS = ("tap",)  # the only attack both models purified; the other `amd` runs are the next table's
+# the default on that AMD EPYC VM for every attack it purified (one model, fitted in the session of the lr runs), and
+# the same fit repeated from scratch in the next session on the same VM (`amd2`): its determinism and its time
+DEFAULT_AMD: list[Column] = [("amd", "A+B+C", "default (fit of 2026-12-07, third session)"),
+                             ("amd2", "A+B+C", "default, fitted again (fourth session)")]
 
 # D-VAE with ECLIPSE's compensation as the purified set's training-time transform (not in the paper; 2026-12-06); the
 # "paired" runs load the compensated run's stages, so each compensated column reads against its paired neighbour
@@ -871,14 +876,23 @@ def _vm_references(attacks: list[str], none_tag: str = NONE_TAG
     return none, same_machine_clean_ref(first), _machine_key(first)
 
 
-def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG) -> str:
+def _paper_form(pairs: list[tuple[float, float]], clean: float) -> float:
+    """The ECLIPSE paper's (and issue #4's) recovery: one ratio of the averaged accuracies over the attacks."""
+    d, u = statistics.mean(p[0] for p in pairs), statistics.mean(p[1] for p in pairs)
+    return (d - u) / (clean - u)
+
+
+def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks: tuple[str, ...] = ()) -> str:
     """The columns' recoveries against references all measured on their own machine: the undefended accuracy of
     the ``none_tag`` runs (``--tag intel_none`` by default) and the same machine's clean reference, beside the
     efficacy table's references, which mix machines and precisions; and each column's clean-data cost against that
-    reference. A cell whose run was made on another kind of machine is left empty."""
+    reference. A cell whose run was made on another kind of machine is left empty. ``attacks`` limits the rows
+    (default: every attack with an undefended run)."""
     _, rows = collect()
     lines, avg_vm, avg_tab = [], {c[2]: [] for c in columns}, {c[2]: [] for c in columns}
-    refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp"], none_tag)
+    pairs: dict[str, list[tuple[float, float]]] = {c[2]: [] for c in columns}  # (defended, undefended) per attack
+    refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp" and (not attacks or x in attacks)],
+                                         none_tag)
     for a, none_vm in refs.items():
         if none_vm is None:
             continue
@@ -893,6 +907,7 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG) -> str:
             tab = _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
             avg_vm[label].append(vm)
             avg_tab[label].append(tab)
+            pairs[label].append((acc, none_vm))
             cells.append(f"{_pct(acc)} ({vm:.3f}; {tab:.3f})")
         lines.append(f"| {a.upper()} | {_pct(none_vm)} | {_pct(rows[a]['none'])} | " + " | ".join(cells) + " |")
     if not lines or clean_vm is None:
@@ -913,6 +928,8 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG) -> str:
             "references and against the table's: "
             + "; ".join(f"{label} ({len(avg_vm[label])} attack{'s' * (len(avg_vm[label]) > 1)}) "
                         f"**{statistics.mean(avg_vm[label]):.3f}** and {statistics.mean(avg_tab[label]):.3f}"
+                        + (f" (in the paper's form, from the averaged accuracies, this VM's references: "
+                           f"{_paper_form(pairs[label], clean_vm):.3f})" if len(pairs[label]) > 1 else "")
                         for *_, label in columns if avg_vm[label]) + ".\n")
     return head + "\n".join(lines) + "\n" + note
 
@@ -969,9 +986,7 @@ def seed_recovery_table() -> str:
             if all(acc[a] is not None and none[a] is not None for a in attacks) and clean is not None:
                 r_same = statistics.mean(_ratio(acc[a], none[a], clean) for a in attacks)
                 r_tab = statistics.mean(_ratio(acc[a], rows[a]["none"], rows[a]["clean_ref"]) for a in attacks)
-                # the issue's and the ECLIPSE paper's form: one ratio of the averaged accuracies
-                n_avg = statistics.mean(none[a] for a in attacks)
-                r_paper = (statistics.mean(acc[a] for a in attacks) - n_avg) / (clean - n_avg)
+                r_paper = _paper_form([(acc[a], none[a]) for a in attacks], clean)
                 same.append(r_same)
                 table.append(r_tab)
                 paper.append(r_paper)
@@ -1017,7 +1032,8 @@ def main() -> None:
                     "despeckle": despeckle_table, "despeckle_fidelity": despeckle_fidelity_table,
                     "comp": comp_table, "same_machine": functools.partial(same_machine_table, VISITED + SCHEDULE[1:]),
                     "seed_recovery": seed_recovery_table,
-                    "lr_amd": functools.partial(same_machine_table, LR_AMD, LR_NONE_TAG),
+                    "lr_amd": functools.partial(same_machine_table, LR_AMD, LR_NONE_TAG, LR_ATTACKS),
+                    "default_amd": functools.partial(same_machine_table, DEFAULT_AMD, LR_NONE_TAG),
                     **{name: functools.partial(column_table, cols, seconds=secs)
                                            for name, cols, secs in COLUMN_TABLES}},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
