@@ -934,6 +934,45 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
     return head + "\n".join(lines) + "\n" + note
 
 
+def dvae_amd_table() -> str:
+    """D-VAE's default runs (AMD EPYC VMs of 2026-12-06, platform ``…-v1272``) against undefended accuracies measured
+    on an AMD EPYC VM (the ``amd`` ECLIPSE runs' ``none`` entries, 2026-12-07, ``…-v1300``) and that VM's clean
+    reference, beside the efficacy table's mixed-machine references. Not one VM: both platforms give the same clean
+    reference (81.42% at seed 0), which suggests, but does not prove, the same classifier kernels."""
+    _, rows = collect()
+    amd = {a: _load(RES / f"eclipse_{a}_{LR_NONE_TAG}.json") for a in [x for x in ATTACKS if x != "urp"]}
+    clean_run = _load(RES / f"eclipse_clean_{LR_NONE_TAG}.json")
+    clean_amd = same_machine_clean_ref(clean_run)
+    if clean_amd is None:
+        return "Not measured yet.\n"
+    cpu = _machine_key(clean_run)[1]
+    lines, vm, tab, pairs = [], [], [], []
+    for a, run in amd.items():
+        none = _acc(run.get("entries", {}), "none")
+        dv = dvae_default_run(a)
+        acc = _acc(dv.get("entries", {}), "dvae")
+        if none is None or acc is None or _machine_key(dv)[1] != cpu:
+            continue
+        r_vm, r_tab = _ratio(acc, none, clean_amd), _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
+        vm.append(r_vm)
+        tab.append(r_tab)
+        pairs.append((acc, none))
+        lines.append(f"| {a.upper()} | {_pct(none)} | {_pct(rows[a]['none'])} | {_pct(acc)} | {r_vm:.3f} | "
+                     f"{r_tab:.3f} |")
+    if not lines:
+        return "Not measured yet.\n"
+    dvc = _acc(dvae_default_run("clean").get("entries", {}), "dvae")
+    lines.append(f"| none (clean data) | {_pct(clean_amd)} | {_pct(rows['clean']['clean_ref'])} | {_pct(dvc)} | "
+                 + ("—" if dvc is None else f"cost {100 * (clean_amd - dvc):.2f}") + " | — |")
+    head = ("| attack | no defense, AMD EPYC VM | no defense, efficacy table | D-VAE (default) | recovery, AMD "
+            "references | recovery, the table's references |\n|---|---|---|---|---|---|\n")
+    note = (f"\nOver the {len(vm)} attack{'s' * (len(vm) > 1)} with an AMD undefended run: average recovery "
+            f"**{statistics.mean(vm):.3f}** against the AMD references ({statistics.mean(tab):.3f} against the "
+            "table's)" + (f"; in the paper's form, from the averaged accuracies, {_paper_form(pairs, clean_amd):.3f}"
+                          if len(pairs) > 1 else "") + f". Clean reference on the AMD VMs: {_pct(clean_amd)}.\n")
+    return head + "\n".join(lines) + "\n" + note
+
+
 # ECLIPSE settings measured at three classifier seeds on the Intel Xeon VM: seed 0 from the run files, seeds 1 and 2
 # from seed_spread.py files on the same purified sets: (label, seed-0 run tag, {seed: attacks' spread tag},
 # {seed: (clean spread tag, set name)})
@@ -1037,6 +1076,7 @@ def main() -> None:
                     **{name: functools.partial(column_table, cols, seconds=secs)
                                            for name, cols, secs in COLUMN_TABLES}},
               dv: {"efficacy": lambda: efficacy_table("dvae", "D-VAE"), "ablation": dvae_ablation_table,
+                   "amd_refs": dvae_amd_table,
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
                    "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
                    "clean_cost": dvae_clean_cost_table, "fit_time": dvae_fit_time_table,
