@@ -196,6 +196,12 @@ def test_model_file_round_trip_and_bad_files(tmp_path):
     with torch.no_grad():
         assert torch.equal(back(x, tm), net(x, tm))
     assert info["image_size"] == [16, 16] and (tmp_path / "m.json").is_file()
+    # the same model saved again is the same bytes (safetensors orders several metadata keys at random: a file with
+    # two keys would match all five copies with probability 1/16)
+    copies = [tmp_path / f"again{i}.safetensors" for i in range(5)]
+    for q in copies:
+        save_diffusion(net, q, {"image_size": [16, 16], "diffusion": {"schedule": "cosine", "steps": T}})
+    assert all(q.read_bytes() == p.read_bytes() for q in copies)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a safetensors file")
     with pytest.raises(UnpoisonError, match="not a readable safetensors"):

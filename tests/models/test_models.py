@@ -120,6 +120,16 @@ def test_save_load_round_trip(tmp_path, name):
     assert sorted(q.name for q in tmp_path.iterdir()) == ["m.json", "m.safetensors"]  # no temp files left
 
 
+def test_saving_the_same_model_twice_writes_the_same_bytes(tmp_path):
+    # safetensors writes several metadata keys in a random order; with two keys, six saves would agree by chance
+    # with probability 1/32
+    m = small("resnet20").eval()
+    paths = [tmp_path / f"m{i}.safetensors" for i in range(6)]
+    for p in paths:
+        save_model(m, p, extra={"class_names": list("abcdefghij")})
+    assert len({p.read_bytes() for p in paths}) == 1
+
+
 def test_custom_normalization_survives_round_trip(tmp_path):
     m = small("fastnet", in_channels=1, mean=(0.2,), std=(0.3,), logit_scale=0.5)
     save_model(m, tmp_path / "g.safetensors")

@@ -432,8 +432,8 @@ def save_diffusion(model: DiffusionUNet, path: str | os.PathLike[str], info: dic
         raise UnpoisonError(f"model path {path} must not end in .json (that name is used for the metadata file)")
     meta = to_jsonable({"format": FORMAT, "version": VERSION, "unet": model.kwargs, **info})
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path, suffix=".tmp.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "unpoison": json.dumps(meta)})
+    with atomic_path(path, suffix=".tmp.safetensors") as tmp:  # one metadata key: see models/io.save_model
+        save_file(tensors, str(tmp), metadata={"unpoison": json.dumps(meta)})
     write_json_atomic(path.with_suffix(".json"), meta)
 
 

@@ -44,8 +44,10 @@ def save_model(model: ImageClassifier, path: str | os.PathLike[str], extra: dict
         raise UnpoisonError(f"model path {path} must not end in .json (that name is used for the metadata file)")
     info = model_info(model, extra)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    # one metadata key: safetensors writes its metadata map in a random order (safetensors issue #584), so with two
+    # keys the same weights would be saved as different bytes from one save to the next
     with atomic_path(path, suffix=".tmp.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "unpoison": json.dumps(info)})
+        save_file(tensors, str(tmp), metadata={"unpoison": json.dumps(info)})
     write_json_atomic(path.with_suffix(".json"), info)
 
 
