@@ -60,6 +60,13 @@ def _ratio(defended: float | None, poisoned: float | None, clean: float | None) 
 NO_COMP = (0.0, 0.0)  # (gray_p, noise_std) of a D-VAE run without ECLIPSE's compensation
 
 
+def _paper_form(accs: list[tuple[float, float, float]]) -> float:
+    """The ECLIPSE paper's (and issue #4's) recovery from (defended, undefended, clean) accuracies per attack: one
+    ratio of the averaged accuracies, which weighs weakly poisoning attacks less than a mean of ratios does."""
+    d, u, c = (statistics.mean(col) for col in zip(*accs, strict=True))
+    return (d - u) / (c - u)
+
+
 def _setting(cfg: dict) -> dict:
     epochs = DVAEConfig(epochs=int(cfg["epochs"]), stage2_epochs=int(cfg.get("stage2_epochs", 0)))
     return {"kappa2": float(cfg["kappa2"]), "latent": cfg["latent"], "epochs": epochs.stage_epochs(1),
@@ -228,9 +235,8 @@ def efficacy_table(method: str, label: str) -> str:
                  f"{_pct(c['despeckle'])} | {_pct(c['eclipse'])} | {_pct(c['dvae'])} | {_pct(clean)} | — | "
                  f"{c['precision']} |")
     avg = f"{statistics.mean(ratios):.3f} over {len(ratios)} attack(s)" if ratios else "not measured yet"
-    if accs:  # the paper's form: one ratio of the averaged accuracies, which weighs weakly poisoning attacks less
-        d, p, cl = (statistics.mean(col) for col in zip(*accs, strict=True))
-        avg += f" (as the ECLIPSE paper computes it, from the averaged accuracies: {(d - p) / (cl - p):.3f})"
+    if accs:
+        avg += f" (as the ECLIPSE paper computes it, from the averaged accuracies: {_paper_form(accs):.3f})"
     cost = c[method]
     cost_s = "not measured yet" if cost is None or clean is None else f"{100 * (clean - cost):.2f} points"
     run = eclipse_default_run("clean") if method == "eclipse" else dvae_default_run("clean")
@@ -876,12 +882,6 @@ def _vm_references(attacks: list[str], none_tag: str = NONE_TAG
     return none, same_machine_clean_ref(first), _machine_key(first)
 
 
-def _paper_form(pairs: list[tuple[float, float]], clean: float) -> float:
-    """The ECLIPSE paper's (and issue #4's) recovery: one ratio of the averaged accuracies over the attacks."""
-    d, u = statistics.mean(p[0] for p in pairs), statistics.mean(p[1] for p in pairs)
-    return (d - u) / (clean - u)
-
-
 def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks: tuple[str, ...] = ()) -> str:
     """The columns' recoveries against references all measured on their own machine: the undefended accuracy of
     the ``none_tag`` runs (``--tag intel_none`` by default) and the same machine's clean reference, beside the
@@ -890,7 +890,7 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
     (default: every attack with an undefended run)."""
     _, rows = collect()
     lines, avg_vm, avg_tab = [], {c[2]: [] for c in columns}, {c[2]: [] for c in columns}
-    pairs: dict[str, list[tuple[float, float]]] = {c[2]: [] for c in columns}  # (defended, undefended) per attack
+    accs: dict[str, list[tuple[float, float, float]]] = {c[2]: [] for c in columns}  # (defended, undefended, clean)
     refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp" and (not attacks or x in attacks)],
                                          none_tag)
     for a, none_vm in refs.items():
@@ -907,7 +907,7 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
             tab = _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
             avg_vm[label].append(vm)
             avg_tab[label].append(tab)
-            pairs[label].append((acc, none_vm))
+            accs[label].append((acc, none_vm, clean_vm))
             cells.append(f"{_pct(acc)} ({vm:.3f}; {tab:.3f})")
         lines.append(f"| {a.upper()} | {_pct(none_vm)} | {_pct(rows[a]['none'])} | " + " | ".join(cells) + " |")
     if not lines or clean_vm is None:
@@ -929,7 +929,7 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
             + "; ".join(f"{label} ({len(avg_vm[label])} attack{'s' * (len(avg_vm[label]) > 1)}) "
                         f"**{statistics.mean(avg_vm[label]):.3f}** and {statistics.mean(avg_tab[label]):.3f}"
                         + (f" (in the paper's form, from the averaged accuracies, this VM's references: "
-                           f"{_paper_form(pairs[label], clean_vm):.3f})" if len(pairs[label]) > 1 else "")
+                           f"{_paper_form(accs[label]):.3f})" if len(accs[label]) > 1 else "")
                         for *_, label in columns if avg_vm[label]) + ".\n")
     return head + "\n".join(lines) + "\n" + note
 
@@ -940,15 +940,11 @@ def dvae_amd_table() -> str:
     reference, beside the efficacy table's mixed-machine references. Not one VM: both platforms give the same clean
     reference (81.42% at seed 0), which suggests, but does not prove, the same classifier kernels."""
     _, rows = collect()
-    amd = {a: _load(RES / f"eclipse_{a}_{LR_NONE_TAG}.json") for a in [x for x in ATTACKS if x != "urp"]}
-    clean_run = _load(RES / f"eclipse_clean_{LR_NONE_TAG}.json")
-    clean_amd = same_machine_clean_ref(clean_run)
+    refs, clean_amd, (_, cpu) = _vm_references([x for x in ATTACKS if x != "urp"], LR_NONE_TAG)
     if clean_amd is None:
         return "Not measured yet.\n"
-    cpu = _machine_key(clean_run)[1]
-    lines, vm, tab, pairs = [], [], [], []
-    for a, run in amd.items():
-        none = _acc(run.get("entries", {}), "none")
+    lines, vm, tab, accs = [], [], [], []
+    for a, none in refs.items():
         dv = dvae_default_run(a)
         acc = _acc(dv.get("entries", {}), "dvae")
         if none is None or acc is None or _machine_key(dv)[1] != cpu:
@@ -956,7 +952,7 @@ def dvae_amd_table() -> str:
         r_vm, r_tab = _ratio(acc, none, clean_amd), _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
         vm.append(r_vm)
         tab.append(r_tab)
-        pairs.append((acc, none))
+        accs.append((acc, none, clean_amd))
         lines.append(f"| {a.upper()} | {_pct(none)} | {_pct(rows[a]['none'])} | {_pct(acc)} | {r_vm:.3f} | "
                      f"{r_tab:.3f} |")
     if not lines:
@@ -968,8 +964,8 @@ def dvae_amd_table() -> str:
             "references | recovery, the table's references |\n|---|---|---|---|---|---|\n")
     note = (f"\nOver the {len(vm)} attack{'s' * (len(vm) > 1)} with an AMD undefended run: average recovery "
             f"**{statistics.mean(vm):.3f}** against the AMD references ({statistics.mean(tab):.3f} against the "
-            "table's)" + (f"; in the paper's form, from the averaged accuracies, {_paper_form(pairs, clean_amd):.3f}"
-                          if len(pairs) > 1 else "") + f". Clean reference on the AMD VMs: {_pct(clean_amd)}.\n")
+            "table's)" + (f"; in the paper's form, from the averaged accuracies, {_paper_form(accs):.3f}"
+                          if len(accs) > 1 else "") + f". Clean reference on the AMD VMs: {_pct(clean_amd)}.\n")
     return head + "\n".join(lines) + "\n" + note
 
 
@@ -1025,7 +1021,7 @@ def seed_recovery_table() -> str:
             if all(acc[a] is not None and none[a] is not None for a in attacks) and clean is not None:
                 r_same = statistics.mean(_ratio(acc[a], none[a], clean) for a in attacks)
                 r_tab = statistics.mean(_ratio(acc[a], rows[a]["none"], rows[a]["clean_ref"]) for a in attacks)
-                r_paper = _paper_form([(acc[a], none[a]) for a in attacks], clean)
+                r_paper = _paper_form([(acc[a], none[a], clean) for a in attacks])
                 same.append(r_same)
                 table.append(r_tab)
                 paper.append(r_paper)
