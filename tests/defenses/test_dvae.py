@@ -343,6 +343,32 @@ def test_stage2_scale_widens_stage_2_only_and_keeps_older_keys(tmp_path):
         create_purifier("dvae", stage2_scale=0.0)
 
 
+def test_stage2_passes_repeats_stage_2s_operator_and_trains_nothing(tmp_path):
+    """stage2_passes=k applies x ← x̂(x − p̂₂(x)) k times to stage 1's output, from the same checkpoints."""
+    ds = _synthetic(n=32, k=4)
+    kw = dict(TINY, epochs=1, latent="mean")
+    ck = str(tmp_path / "ck")
+    one = create_purifier("dvae", **kw, checkpoint_dir=ck)
+    once = one.fit_purify(ds)
+    two = create_purifier("dvae", **kw, stage2_passes=2, checkpoint_dir=ck)
+    twice = two.fit_purify(ds)
+    assert two.stage_info[1]["resumed_from_epoch"] == 1 and two.stage_info[2]["resumed_from_epoch"] == 1
+    model = two.models[2].eval()
+    x1 = torch.from_numpy(one.stage_output(1)).permute(0, 3, 1, 2).float() / 255
+    y = torch.from_numpy(ds.labels)
+    with torch.no_grad():
+        cur = x1
+        for _ in range(2):
+            cur = model(cur - model(cur, y, None)["p"], y, None)["xhat"]
+    expected = (cur.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    diff = np.abs(twice.images.astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99  # equal up to float rounding at a .5 boundary
+    assert not np.array_equal(twice.images, once.images)
+    assert one._stage_fp("r", 2) == two._stage_fp("r", 2)  # no stage is keyed by it
+    with pytest.raises(UnpoisonError, match="stage2_passes"):
+        create_purifier("dvae", stage2_passes=0)
+
+
 def test_learns_the_classwise_perturbation():
     """The weaker-but-real end-to-end check (see the module note): on images with a hidden class-wise pattern, the
     per-class mean p̂ correlates with the true pattern, and removing it brings the images closer to the clean ones."""
