@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from unpoison.errors import UnpoisonError
-from unpoison.utils.io import atomic_path, to_jsonable, write_json_atomic
+from unpoison.utils.io import read_weights, to_jsonable, write_weights
 
 # --------------------------------------------------------------------------------------------------------------------
 # UNet presets
@@ -425,33 +425,15 @@ VERSION = 1
 def save_diffusion(model: DiffusionUNet, path: str | os.PathLike[str], info: dict[str, Any]) -> None:
     """Weights to ``path`` (.safetensors) and metadata (the UNet's kwargs, the schedule, ``info``) in it
     and beside it."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        raise UnpoisonError(f"model path {path} must not end in .json (that name is used for the metadata file)")
     meta = to_jsonable({"format": FORMAT, "version": VERSION, "unet": model.kwargs, **info})
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(path, suffix=".tmp.safetensors") as tmp:  # one metadata key: see models/io.save_model
-        save_file(tensors, str(tmp), metadata={"unpoison": json.dumps(meta)})
-    write_json_atomic(path.with_suffix(".json"), meta)
+    write_weights(path, model.state_dict(), meta)
 
 
 def load_diffusion(path: str | os.PathLike[str],
                    device: str | torch.device = "cpu") -> tuple[DiffusionUNet, dict[str, Any]]:
     """Read a model written by :func:`save_diffusion`: ``(model in eval mode on device, metadata)``."""
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise UnpoisonError(f"diffusion model file {path} not found")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            raw = (f.metadata() or {}).get("unpoison")
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several error types for a bad or truncated file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UnpoisonError(f"{path} is not a readable safetensors file ({first})") from None
+    tensors, raw = read_weights(path, "diffusion model")
     if raw is None:
         raise UnpoisonError(f"{path} is a safetensors file but not an unpoison diffusion model (no metadata)")
     try:

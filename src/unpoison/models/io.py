@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from unpoison.errors import UnpoisonError
 from unpoison.models.base import ImageClassifier
 from unpoison.models.registry import MODELS, create_model
-from unpoison.utils.io import atomic_path, to_jsonable, write_json_atomic
+from unpoison.utils.io import read_weights, to_jsonable, write_weights
 
 FORMAT = "unpoison-model"
 VERSION = 1
@@ -40,15 +38,7 @@ def save_model(model: ImageClassifier, path: str | os.PathLike[str], extra: dict
         raise UnpoisonError(f"can only save an ImageClassifier built by create_model; got {type(model).__name__}")
     if model.arch not in MODELS:
         raise UnpoisonError(f"cannot save a model of unregistered arch {model.arch!r}; build it with create_model")
-    if path.suffix.lower() == ".json":
-        raise UnpoisonError(f"model path {path} must not end in .json (that name is used for the metadata file)")
-    info = model_info(model, extra)
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    # one metadata key: safetensors writes its metadata map in a random order (safetensors issue #584), so with two
-    # keys the same weights would be saved as different bytes from one save to the next
-    with atomic_path(path, suffix=".tmp.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"unpoison": json.dumps(info)})
-    write_json_atomic(path.with_suffix(".json"), info)
+    write_weights(path, model.state_dict(), model_info(model, extra))
 
 
 def _first_line(e: BaseException) -> str:
@@ -60,17 +50,8 @@ def load_model(path: str | os.PathLike[str],
                device: str | torch.device = "cpu") -> tuple[ImageClassifier, dict[str, Any]]:
     """Read a model written by :func:`save_model`; returns ``(model in eval mode on device, metadata)``."""
     path = Path(path)
-    if not path.exists():
-        raise UnpoisonError(f"model file {path} not found")
-    if not path.is_file():
-        raise UnpoisonError(f"model path {path} is not a file")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises several error types for a bad or truncated file
-        raise UnpoisonError(f"{path} is not a readable safetensors file ({_first_line(e)})") from None
-    info = _parse_info(path, meta)
+    tensors, raw = read_weights(path)
+    info = _parse_info(path, raw)
     try:
         model = create_model(info["arch"], num_classes=info["num_classes"], in_channels=info["in_channels"],
                              mean=info["mean"], std=info["std"], **info["kwargs"])
@@ -81,11 +62,11 @@ def load_model(path: str | os.PathLike[str],
     return model.to(device).eval(), info
 
 
-def _parse_info(path: Path, meta: dict[str, str]) -> dict[str, Any]:
-    if "unpoison" not in meta:
+def _parse_info(path: Path, raw: str | None) -> dict[str, Any]:
+    if raw is None:
         raise UnpoisonError(f"{path} is a safetensors file but not an unpoison model (no 'unpoison' metadata)")
     try:
-        info = json.loads(meta["unpoison"])
+        info = json.loads(raw)
     except json.JSONDecodeError as e:
         raise UnpoisonError(f"{path} has invalid 'unpoison' metadata: {e}") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:

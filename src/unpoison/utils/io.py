@@ -57,6 +57,48 @@ def to_jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=_json_default))
 
 
+def write_weights(path: str | os.PathLike[str], tensors: dict[str, Any], meta: dict[str, Any]) -> None:
+    """Write ``tensors`` to ``path`` (.safetensors, atomically) with ``meta`` as its one ``unpoison`` metadata key, and
+    the same metadata, readable, beside it as ``path`` with suffix .json.
+
+    One metadata key: safetensors writes its metadata map in a random order (safetensors issue #584), so with two keys
+    the same weights would be saved as different bytes from one save to the next."""
+    from safetensors.torch import save_file
+
+    from unpoison.errors import UnpoisonError
+
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        raise UnpoisonError(f"model path {path} must not end in .json (that name is used for the metadata file)")
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path, suffix=".tmp.safetensors") as tmp:
+        save_file(cpu, str(tmp), metadata={"unpoison": json.dumps(meta)})
+    write_json_atomic(path.with_suffix(".json"), meta)
+
+
+def read_weights(path: str | os.PathLike[str], what: str = "model") -> tuple[dict[str, Any], str | None]:
+    """The tensors of a safetensors file written by :func:`write_weights` and its raw ``unpoison`` metadata (None
+    when absent); a missing, non-file or unreadable ``path`` is a one-line error naming ``what`` it should be."""
+    from safetensors import safe_open
+
+    from unpoison.errors import UnpoisonError
+
+    path = Path(path)
+    if not path.exists():
+        raise UnpoisonError(f"{what} file {path} not found")
+    if not path.is_file():
+        raise UnpoisonError(f"{what} path {path} is not a file")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            raw = (f.metadata() or {}).get("unpoison")
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises several error types for a bad or truncated file
+        lines = str(e).strip().splitlines()
+        raise UnpoisonError(f"{path} is not a readable safetensors file ({lines[0] if lines else type(e).__name__})"
+                            ) from None
+    return tensors, raw
+
+
 def read_run_checkpoint(path: Path, fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """A resumable run's safetensors checkpoint: (JSON state from its metadata, tensors), or None if absent.
 
