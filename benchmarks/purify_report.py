@@ -73,6 +73,7 @@ def _setting(cfg: dict) -> dict:
             "stage2_epochs": epochs.stage_epochs(2),  # stage 2's effective epochs, as the purifier counts them
             "stage2_scale": float(cfg.get("stage2_scale", 1.0)),  # stage 2 at stage 1's widths before it existed
             "stage2_passes": int(cfg.get("stage2_passes", 1)),  # one pass before the option existed
+            "stage2_denoise": float(cfg.get("stage2_denoise", 0.0)),  # off before the option existed
             "despeckle": float(cfg.get("despeckle", 0.0)),  # off in every run before the option existed
             "compensation": (float(cfg.get("gray_p", 0.0)), float(cfg.get("noise_std", 0.0)))}  # likewise
 

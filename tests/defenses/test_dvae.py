@@ -17,7 +17,7 @@ import torch
 from unpoison.data import ImageDataset
 from unpoison.defenses import PURIFIERS, create_purifier
 from unpoison.defenses.purify.despeckle import despeckle
-from unpoison.defenses.purify.dvae import DVAE, DVAEConfig, gaussian_kl, vae_loss
+from unpoison.defenses.purify.dvae import DVAE, DVAEConfig, forward_loss, gaussian_kl, vae_loss
 from unpoison.errors import UnpoisonError
 from unpoison.training import resolve_train_transform
 from unpoison.utils.seed import derive_seed
@@ -367,6 +367,35 @@ def test_stage2_passes_repeats_stage_2s_operator_and_trains_nothing(tmp_path):
     assert one._stage_fp("r", 2) == two._stage_fp("r", 2)  # no stage is keyed by it
     with pytest.raises(UnpoisonError, match="stage2_passes"):
         create_purifier("dvae", stage2_passes=0)
+
+
+def test_stage2_denoise_retrains_stage_2_on_noised_inputs_and_keeps_older_keys(tmp_path):
+    """stage2_denoise=σ trains stage 2 on x₁ + N(0, σ²) against the un-noised x₁: stage 1 is reused, stage 2 gets its
+    own key (0 keeps the key from before the field existed), and the loss reconstructs the target, not the input."""
+    ds = _synthetic(n=32, k=4)
+    kw = dict(TINY, epochs=1)
+    ck = str(tmp_path / "ck")
+    base = create_purifier("dvae", **kw, checkpoint_dir=ck)
+    plain = base.fit_purify(ds)
+    den = create_purifier("dvae", **kw, stage2_denoise=0.05, checkpoint_dir=ck)
+    out = den.fit_purify(ds)
+    assert den.stage_info[1]["resumed_from_epoch"] == 1 and den.stage_info[2]["resumed_from_epoch"] == 0
+    assert not np.array_equal(out.images, plain.images)
+    assert np.array_equal(out.images, create_purifier("dvae", **kw, stage2_denoise=0.05).fit_purify(ds).images)
+    p = create_purifier("dvae", **kw, stage2_denoise=0.0)
+    old = json.dumps({"kappa2": p.config.kappa2, "latent": p.config.latent, "eval_batch_size": 512}, sort_keys=True)
+    assert p._stage_fp("r", 2) == str(derive_seed("r/1", 2, old))
+    model = den.models[2]
+    x = torch.rand(4, 3, 16, 16)
+    y = torch.arange(4) % 4
+    noisy = (x + 0.05 * torch.randn(x.shape)).clamp(0, 1)
+    with torch.no_grad():  # eval mode, posterior mean (no latent noise): the three calls see the same forward pass
+        got, _ = forward_loss(model, noisy, y, None, 1.0, 0.01, None, x)
+        want, _ = vae_loss(model(noisy, y, None), x, 1.0, 0.01, None)
+        self_target, _ = forward_loss(model, noisy, y, None, 1.0, 0.01, None)
+    assert float(got) == pytest.approx(float(want)) and float(got) != pytest.approx(float(self_target))
+    with pytest.raises(UnpoisonError, match="stage2_denoise"):
+        create_purifier("dvae", stage2_denoise=-0.1)
 
 
 def test_learns_the_classwise_perturbation():

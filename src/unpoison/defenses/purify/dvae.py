@@ -162,6 +162,11 @@ class DVAEConfig(VAEConfig):
     # through the rate bottleneck drop more of a sample-wise poison (TAP keeps 0.45 of its δ after one) than of the
     # image? Measured in docs/dvae.md, "Stage-2 passes".
     stage2_passes: int = 1
+    # σ of Gaussian noise on stage 2's training inputs, its loss still reconstructing the un-noised x₁ (a denoising
+    # VAE; not in the paper; 0 = off). A denoiser learns to contract the directions that isotropic noise probes and
+    # its training data does not use, which is where a sample-wise adversarial poison lives; whether that drops more
+    # of TAP than of the image is measured in docs/dvae.md, "Stage-2 passes and a denoising stage 2".
+    stage2_denoise: float = 0.0
     # ECLIPSE's compensation on the purified set (VAEConfig; the ``paper`` preset turns it off). Measured on
     # 2026-12-06 in same-image pairs, the same stages with and without it (docs/dvae.md, "Compensation"): it helped in
     # the first ten pairs (clean data 73.26 → 75.03%, TAP 44.64 → 51.03%, REM 65.64 → 70.42%, OPS 70.50 → 73.13%, by
@@ -179,7 +184,7 @@ class DVAEConfig(VAEConfig):
 
     PRESETS = {"paper": {**_PAPER_ARCH, "stage2_epochs": 0, "kappa1": 1.0, "kappa2": 3.0, "latent": "sample",
                          "stages": 2, "p_energy": 0.002, "despeckle": 0.0, "gray_p": 0.0,
-                         "noise_std": 0.0, "stage2_passes": 1}}
+                         "noise_std": 0.0, "stage2_passes": 1, "stage2_denoise": 0.0}}
 
     def validate(self) -> None:
         super().validate()
@@ -188,6 +193,7 @@ class DVAEConfig(VAEConfig):
         check(self.stage2_epochs >= 0, f"stage2_epochs must be ≥ 0 (0 = no cap); got {self.stage2_epochs}")
         check(self.stage2_scale > 0, f"stage2_scale must be > 0; got {self.stage2_scale}")
         check(self.stage2_passes >= 1, f"stage2_passes must be ≥ 1; got {self.stage2_passes}")
+        check(self.stage2_denoise >= 0, f"stage2_denoise must be ≥ 0; got {self.stage2_denoise}")
         check(self.p_energy >= 0, f"p_energy must be ≥ 0; got {self.p_energy}")
         check(0 <= self.hinge_start <= 1, f"hinge_start must be in [0, 1]; got {self.hinge_start}")
 
@@ -357,9 +363,11 @@ def vae_loss(out: dict[str, torch.Tensor], x: torch.Tensor, kappa: float, kl_wei
 # Seeded, resumable training of one stage
 # --------------------------------------------------------------------------------------------------------------------
 def forward_loss(model: RateVAE, x: torch.Tensor, y: torch.Tensor, noise: torch.Tensor, kappa: float,
-                  kl_weight: float, p_energy: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One training step's forward pass and loss (the part ``compile=True`` hands to torch.compile)."""
-    return vae_loss(model(x, y, noise), x, kappa, kl_weight, p_energy)
+                  kl_weight: float, p_energy: float | None,
+                  target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One training step's forward pass and loss (the part ``compile=True`` hands to torch.compile); the loss
+    reconstructs ``target`` (default: the input ``x`` itself)."""
+    return vae_loss(model(x, y, noise), x if target is None else target, kappa, kl_weight, p_energy)
 
 
 def cosine_lr(lr: float, epoch: int, epochs: int) -> float:
@@ -409,6 +417,11 @@ class _VAEPurifier(Purifier):
 
     def _p_energy(self, stage: int, epoch: int) -> float | None:
         return None
+
+    def _input_noise(self, stage: int) -> float:
+        """σ of the Gaussian noise added to stage ``stage``'s training inputs (the loss still reconstructs the
+        un-noised images: a denoising VAE); 0 = none."""
+        return 0.0
 
     def _n_stages(self) -> int:
         return 1
@@ -511,6 +524,7 @@ class _VAEPurifier(Purifier):
         steps = n // bs  # drop_last, as the official loader
         kappa = self._kappa(stage)
         epochs = self._epochs(stage)
+        sigma = self._input_noise(stage)
         bar = Bar(cfg.progress, steps * epochs, f"{self.name} stage {stage}", done=start * steps)
         step_loss = compiled_or_error(forward_loss) if cfg.compile else forward_loss
         model.train()
@@ -532,8 +546,11 @@ class _VAEPurifier(Purifier):
                 for s in range(steps):
                     idx = perm[s * bs:(s + 1) * bs]
                     xb = x_u8[idx].float().div_(255.0).contiguous(memory_format=fmt)
+                    inp, target = xb, None
+                    if sigma > 0:  # drawn only then, so the stream of the default is unchanged
+                        inp, target = (xb + sigma * _noise(tuple(xb.shape), g, dev)).contiguous(memory_format=fmt), xb
                     noise = _noise(model.latent_shape(len(idx)), g, dev)
-                    loss, parts = step_loss(model, xb, y[idx], noise, kappa, cfg.kl_weight, p_energy)
+                    loss, parts = step_loss(model, inp, y[idx], noise, kappa, cfg.kl_weight, p_energy, target)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if cfg.grad_clip > 0:
@@ -685,8 +702,8 @@ class DVAEPurifier(_VAEPurifier):
     # Stage 1 trains the same whatever stage 2 does. The latent at purification (and the batching of its sampled noise)
     # changes no training, only the stage outputs: so it is stage 2's field (it trains on stage 1's output), and
     # switching latent=sample/mean retrains stage 2 only.
-    later_stage_fields = {2: ("kappa2", "latent", "eval_batch_size", "stage2_scale")}
-    unkeyed_at = {"stage2_scale": 1.0}
+    later_stage_fields = {2: ("kappa2", "latent", "eval_batch_size", "stage2_scale", "stage2_denoise")}
+    unkeyed_at = {"stage2_scale": 1.0, "stage2_denoise": 0.0}
     # stage2_epochs enters stage 2's key through _epochs (as the effective count), so 0 and ``epochs`` share a key
     # stage2_passes changes only the last stage's output, which no stage trains on
     no_stage_fields = ("stages", "stage2_epochs", "stage2_passes", *_TRANSFORM_ONLY)
@@ -697,6 +714,9 @@ class DVAEPurifier(_VAEPurifier):
 
     def _kappa(self, stage: int) -> float:
         return self.config.kappa1 if stage == 1 else self.config.kappa2
+
+    def _input_noise(self, stage: int) -> float:
+        return self.config.stage2_denoise if stage == 2 else 0.0
 
     def _n_stages(self) -> int:
         return self.config.stages
