@@ -388,24 +388,30 @@ def dvae_stage_sets_table() -> str:
     return head + "\n".join(lines) + "\n\nMean clean-data cost over the clean-data rows: " + mean + ".\n"
 
 
-def dvae_stage2_width_table() -> str:
-    """Stage 2 at other widths (``stage2_scale``) or rates (κ₂) on the same stage 1 as a default run: per data, seed
-    and machine (one stage 1: equal stage-1 output statistics), every run whose setting differs from the defaults at
-    most there, the compensation at its default. Attacks get their recovery, clean data its cost."""
+def _stage2_table(free: tuple[str, ...], heads: tuple[str, ...], vm_refs: bool = False) -> str:
+    """Stage-2 variants on the same stage 1 as a default run: per data, seed and machine (one stage 1: equal stage-1
+    output statistics), every run whose setting differs from the defaults at most in ``free`` (one column each,
+    headed ``heads``), the compensation at its default; groups with no variant are left out. Attacks get their
+    recovery against the efficacy table's references, clean data its cost against the same machine's clean reference;
+    with ``vm_refs`` also the recovery against the undefended and clean runs of the AMD VM's ``LR_NONE_TAG``
+    references, for runs made on that machine."""
     _, rows = collect()
+    refs, clean_vm, vm_key = _vm_references([x for x in ATTACKS if x != "urp"], LR_NONE_TAG) if vm_refs else ({}, None,
+                                                                                                            None)
+    defaults = dvae_defaults()
     groups: dict[tuple, list] = {}
     for a in ATTACKS + ["clean"]:
-        for f, d, e, setting in _runs_at_defaults_except(a, ("stage2_scale", "kappa2")):
+        for f, d, e, setting in _runs_at_defaults_except(a, free):
             out1 = e["stages"]["1"]["output"]
             key = (a, d.get("seed", 0), _cpu(d), out1["psnr_xhat"], out1["kl"])
-            groups.setdefault(key, []).append((setting["stage2_scale"], setting["kappa2"], f, d, e))
+            groups.setdefault(key, []).append((tuple(setting[k] for k in free), f, d, e))
     lines = []
     for key in sorted(groups, key=lambda k: ((ATTACKS + ["clean"]).index(k[0]), k[1:3])):
         runs = groups[key]
-        if all(r[0] == 1.0 for r in runs):
-            continue  # no wider stage 2 on this stage 1
+        if all(r[0] == tuple(defaults[k] for k in free) for r in runs):
+            continue  # no variant on this stage 1
         a = key[0]
-        for scale, kappa2, f, d, e in sorted(runs, key=lambda r: r[:2]):
+        for values, f, d, e in sorted(runs, key=lambda r: r[0]):
             acc = e["test_acc"]
             if a == "clean":
                 ref = same_machine_clean_ref(d)
@@ -413,15 +419,32 @@ def dvae_stage2_width_table() -> str:
             else:
                 rr = _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
                 score = "—" if rr is None else f"recovery {rr:.3f}"
+                if vm_refs and refs.get(a) is not None and clean_vm is not None and _machine_key(d) == vm_key:
+                    score += f" ({_ratio(acc, refs[a], clean_vm):.3f} against this VM's)"
             st2 = e["stages"]["2"]
             label = "none (clean data)" if a == "clean" else a.upper()
-            lines.append(f"| {label} | {key[1]} | {key[2]} | {scale:g} | {kappa2:g} | {_pct(acc)} | {score} | "
+            cells = " | ".join(f"{v:g}" for v in values)
+            lines.append(f"| {label} | {key[1]} | {key[2]} | {cells} | {_pct(acc)} | {score} | "
                          f"{'—' if a == 'clean' else format(e['fidelity']['poison_retained'], '.3f')} | "
                          f"{e['fidelity']['psnr_purified']:.2f} | {st2['output']['psnr_xhat']:.2f} | "
                          f"{st2['train_seconds']:.0f} | {f.stem} |")
-    head = ("| data | seed | CPU | stage-2 scale | κ₂ | accuracy | recovery / cost | δ left | PSNR purified (dB) | "
-            "stage-2 x̂ PSNR (dB) | stage-2 training (s) | run |\n" + "|---" * 12 + "|\n")
+    if not lines:
+        return "Not measured yet.\n"
+    head = ("| data | seed | CPU | " + " | ".join(heads) + " | accuracy | recovery / cost | δ left | "
+            "PSNR purified (dB) | stage-2 x̂ PSNR (dB) | stage-2 training (s) | run |\n"
+            + "|---" * (10 + len(heads)) + "|\n")
     return head + "\n".join(lines) + "\n"
+
+
+def dvae_stage2_width_table() -> str:
+    """Stage 2 at other widths (``stage2_scale``) or rates (κ₂) on the same stage 1 as a default run."""
+    return _stage2_table(("stage2_scale", "kappa2"), ("stage-2 scale", "κ₂"))
+
+
+def dvae_stage2_variants_table() -> str:
+    """Stage 2's operator applied more than once at purification (``stage2_passes``) or stage 2 trained as a
+    denoising VAE (``stage2_denoise``), on the same stage 1 as a default run."""
+    return _stage2_table(("stage2_passes", "stage2_denoise"), ("stage-2 passes", "denoise σ"), vm_refs=True)
 
 
 def dvae_fit_time_table() -> str:
@@ -837,7 +860,7 @@ def dvae_kappa2_table() -> str:
     """Every D-VAE run (both stages) of an attack that has a tagged run (``--tag k2_K``, ``--tag e20_10`` …), by
     setting (κ₂, latent, epochs of stages 1/2), with the day it was measured and the CPU (rows compare only within
     one day's machine: see the cross-machine spread in docs/dvae.md). Runs with a wider stage 2 are in
-    ``dvae_stage2_width_table``."""
+    ``dvae_stage2_width_table``, the other stage-2 variants in ``dvae_stage2_variants_table``."""
     lines = []
     tagged = sorted(RES.glob("dvae_*_dvae_*.json"))
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
@@ -848,8 +871,8 @@ def dvae_kappa2_table() -> str:
             if not e.get("done"):
                 continue
             setting = dvae_setting(e)
-            if setting["stage2_scale"] != 1.0:
-                continue  # a wider stage 2: the stage2_width table
+            if (setting["stage2_scale"], setting["stage2_passes"], setting["stage2_denoise"]) != (1.0, 1, 0.0):
+                continue  # a wider stage 2, more passes or a denoising one: the stage2_width and stage2_variants tables
             k2, latent = setting["kappa2"], setting["latent"]
             ep = (setting["epochs"], setting["stage2_epochs"])
             st2 = e.get("stages", {}).get("2", {})
@@ -1078,7 +1101,8 @@ def main() -> None:
                    "cost": dvae_cost_table, "kappa": kappa_table, "fidelity": dvae_fidelity_table,
                    "kappa2": dvae_kappa2_table, "epochs": dvae_epochs_table, "comp": dvae_comp_table,
                    "clean_cost": dvae_clean_cost_table, "fit_time": dvae_fit_time_table,
-                   "stage_sets": dvae_stage_sets_table, "stage2_width": dvae_stage2_width_table}}
+                   "stage_sets": dvae_stage_sets_table, "stage2_width": dvae_stage2_width_table,
+                   "stage2_variants": dvae_stage2_variants_table}}
     for doc, tables in blocks.items():
         for name, table in tables.items():
             replace_block(doc, name, table())
