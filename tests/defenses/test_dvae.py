@@ -343,15 +343,20 @@ def test_stage2_scale_widens_stage_2_only_and_keeps_older_keys(tmp_path):
         create_purifier("dvae", stage2_scale=0.0)
 
 
+def _default_then_variant(ds, kw, tmp_path, **variant):
+    """Fit + purify at ``kw``, then with ``variant`` on top from the same checkpoint dir: (purifier, output) × 2."""
+    ck = str(tmp_path / "ck")
+    base = create_purifier("dvae", **kw, checkpoint_dir=ck)
+    base_out = base.fit_purify(ds)
+    other = create_purifier("dvae", **kw, **variant, checkpoint_dir=ck)
+    return base, base_out, other, other.fit_purify(ds)
+
+
 def test_stage2_passes_repeats_stage_2s_operator_and_trains_nothing(tmp_path):
     """stage2_passes=k applies x ← x̂(x − p̂₂(x)) k times to stage 1's output, from the same checkpoints."""
     ds = _synthetic(n=32, k=4)
     kw = dict(TINY, epochs=1, latent="mean")
-    ck = str(tmp_path / "ck")
-    one = create_purifier("dvae", **kw, checkpoint_dir=ck)
-    once = one.fit_purify(ds)
-    two = create_purifier("dvae", **kw, stage2_passes=2, checkpoint_dir=ck)
-    twice = two.fit_purify(ds)
+    one, once, two, twice = _default_then_variant(ds, kw, tmp_path, stage2_passes=2)
     assert two.stage_info[1]["resumed_from_epoch"] == 1 and two.stage_info[2]["resumed_from_epoch"] == 1
     model = two.models[2].eval()
     x1 = torch.from_numpy(one.stage_output(1)).permute(0, 3, 1, 2).float() / 255
@@ -374,11 +379,7 @@ def test_stage2_denoise_retrains_stage_2_on_noised_inputs_and_keeps_older_keys(t
     own key (0 keeps the key from before the field existed), and the loss reconstructs the target, not the input."""
     ds = _synthetic(n=32, k=4)
     kw = dict(TINY, epochs=1)
-    ck = str(tmp_path / "ck")
-    base = create_purifier("dvae", **kw, checkpoint_dir=ck)
-    plain = base.fit_purify(ds)
-    den = create_purifier("dvae", **kw, stage2_denoise=0.05, checkpoint_dir=ck)
-    out = den.fit_purify(ds)
+    _, plain, den, out = _default_then_variant(ds, kw, tmp_path, stage2_denoise=0.05)
     assert den.stage_info[1]["resumed_from_epoch"] == 1 and den.stage_info[2]["resumed_from_epoch"] == 0
     assert not np.array_equal(out.images, plain.images)
     assert np.array_equal(out.images, create_purifier("dvae", **kw, stage2_denoise=0.05).fit_purify(ds).images)
