@@ -861,7 +861,7 @@ def dvae_kappa2_table() -> str:
     setting (κ₂, latent, epochs of stages 1/2), with the day it was measured and the CPU (rows compare only within
     one day's machine: see the cross-machine spread in docs/dvae.md). Runs with a wider stage 2 are in
     ``dvae_stage2_width_table``, the other stage-2 variants in ``dvae_stage2_variants_table``."""
-    lines = []
+    lines, defaults = [], dvae_defaults()
     tagged = sorted(RES.glob("dvae_*_dvae_*.json"))
     for a in dict.fromkeys(f.stem.split("_")[1] for f in tagged):
         rows = []
@@ -871,7 +871,7 @@ def dvae_kappa2_table() -> str:
             if not e.get("done"):
                 continue
             setting = dvae_setting(e)
-            if (setting["stage2_scale"], setting["stage2_passes"], setting["stage2_denoise"]) != (1.0, 1, 0.0):
+            if any(setting[k] != defaults[k] for k in ("stage2_scale", "stage2_passes", "stage2_denoise")):
                 continue  # a wider stage 2, more passes or a denoising one: the stage2_width and stage2_variants tables
             k2, latent = setting["kappa2"], setting["latent"]
             ep = (setting["epochs"], setting["stage2_epochs"])
