@@ -39,7 +39,7 @@ def dvae_stage_dir(args: argparse.Namespace, overrides: dict) -> Path:
     """Where D-VAE's stage checkpoints for this poisoned set live. They are shared by every run on the same poisoned
     set whose stage 1 is the same (the purifier keys each stage by what it depends on), so a κ₂ sweep, a latent=mean
     run or ``--mode dvae`` after ``--mode stage1`` trains stage 1 once (dvae_ops_probe.py reads them too)."""
-    later = {f for fs in DVAEPurifier.later_stage_fields.values() for f in fs} | set(DVAEPurifier.no_stage_fields)
+    later = DVAEPurifier.unshared_fields()
     shared = {k: v for k, v in overrides.items() if k not in later}  # what stage 1 depends on
     h = derive_seed(args.attack, args.data, args.per_class, args.seed, sorted(args.attack_sets),
                     json.dumps(shared, sort_keys=True, default=str))

@@ -469,9 +469,14 @@ class _VAEPurifier(Purifier):
     # checkpoints written before the field existed keep theirs.
     unkeyed_at: dict[str, Any] = {}
 
+    @classmethod
+    def unshared_fields(cls) -> frozenset[str]:
+        """Config fields stage 1 does not depend on: a run changing only these reuses stage 1's checkpoint."""
+        return frozenset(f for fields in cls.later_stage_fields.values() for f in fields) | set(cls.no_stage_fields)
+
     def _run_fp(self, ds: ImageDataset) -> str:
         """What every stage depends on: the method, the shared config and the data (the checkpoint dir's owner)."""
-        skip = {f for fields in self.later_stage_fields.values() for f in fields} | set(self.no_stage_fields)
+        skip = self.unshared_fields()
         shared = {k: v for k, v in self.config.fingerprint_dict().items() if k not in skip}
         return str(derive_seed(self.name, json.dumps(shared, sort_keys=True), self._data_fp(ds)))
 
