@@ -208,3 +208,5 @@ def test_model_file_round_trip_and_bad_files(tmp_path):
         load_diffusion(bad)
     with pytest.raises(UnpoisonError, match="not found"):
         load_diffusion(tmp_path / "missing.safetensors")
+    with pytest.raises(UnpoisonError, match="is a directory"):
+        load_diffusion(tmp_path)

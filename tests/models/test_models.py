@@ -184,4 +184,6 @@ def test_save_refuses_reserved_extra_keys_and_json_path(tmp_path):
         save_model(m, tmp_path / "a.safetensors", extra={"arch": "x"})
     with pytest.raises(UnpoisonError, match=r"\.json"):
         save_model(m, tmp_path / "a.json")
+    with pytest.raises(UnpoisonError, match=r"\.json"):  # the path is reported first, not the extra after it
+        save_model(m, tmp_path / "a.json", extra={"arch": "x"})
     assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ import torch
 from unpoison.errors import UnpoisonError
 from unpoison.models.base import ImageClassifier
 from unpoison.models.registry import MODELS, create_model
-from unpoison.utils.io import read_weights, to_jsonable, write_weights
+from unpoison.utils.io import check_weights_path, read_weights, to_jsonable, write_weights
 
 FORMAT = "unpoison-model"
 VERSION = 1
@@ -32,7 +32,7 @@ def model_info(model: ImageClassifier, extra: dict[str, Any] | None = None) -> d
 
 def save_model(model: ImageClassifier, path: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> None:
     """Write ``model`` to ``path`` (.safetensors) and the same metadata, readable, to ``path`` with suffix .json."""
-    path = Path(path)
+    path = check_weights_path(path)  # before the model and extra: a bad path is the first thing to report
     model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper shares the original's weights
     if not isinstance(model, ImageClassifier):
         raise UnpoisonError(f"can only save an ImageClassifier built by create_model; got {type(model).__name__}")

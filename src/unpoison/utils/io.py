@@ -57,6 +57,16 @@ def to_jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=_json_default))
 
 
+def check_weights_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path, if :func:`write_weights` may write it (its .json sibling holds the metadata)."""
+    from unpoison.errors import UnpoisonError
+
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        raise UnpoisonError(f"model path {path} must not end in .json (that name is used for the metadata file)")
+    return path
+
+
 def write_weights(path: str | os.PathLike[str], tensors: dict[str, Any], meta: dict[str, Any]) -> None:
     """Write ``tensors`` to ``path`` (.safetensors, atomically) with ``meta`` as its one ``unpoison`` metadata key, and
     the same metadata, readable, beside it as ``path`` with suffix .json.
@@ -65,11 +75,8 @@ def write_weights(path: str | os.PathLike[str], tensors: dict[str, Any], meta: d
     the same weights would be saved as different bytes from one save to the next."""
     from safetensors.torch import save_file
 
-    from unpoison.errors import UnpoisonError
 
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        raise UnpoisonError(f"model path {path} must not end in .json (that name is used for the metadata file)")
+    path = check_weights_path(path)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path, suffix=".tmp.safetensors") as tmp:
         save_file(cpu, str(tmp), metadata={"unpoison": json.dumps(meta)})
@@ -86,6 +93,8 @@ def read_weights(path: str | os.PathLike[str], what: str = "model") -> tuple[dic
     path = Path(path)
     if not path.exists():
         raise UnpoisonError(f"{what} file {path} not found")
+    if path.is_dir():
+        raise UnpoisonError(f"{what} path {path} is a directory; give the .safetensors file inside it")
     if not path.is_file():
         raise UnpoisonError(f"{what} path {path} is not a file")
     try:
