@@ -75,7 +75,6 @@ def write_weights(path: str | os.PathLike[str], tensors: dict[str, Any], meta: d
     the same weights would be saved as different bytes from one save to the next."""
     from safetensors.torch import save_file
 
-
     path = check_weights_path(path)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path, suffix=".tmp.safetensors") as tmp:
