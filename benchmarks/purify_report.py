@@ -97,15 +97,17 @@ def dvae_setting(entry: dict) -> dict:
                      **entry.get("config", {})})
 
 
-def dvae_default_run(attack: str, **override: Any) -> dict:
+def dvae_default_run(attack: str, machine: tuple[str | None, str | None] | None = None, **override: Any) -> dict:
     """The D-VAE run of ``attack`` at the current defaults (with ``override`` of :func:`dvae_setting`'s keys): the
     untagged run if it used them, else a tagged run (``--tag k2_K`` …) that did; {} if none was measured. Seed 0
-    only, the seed of every other column (reruns at other seeds measure the spread, ``dvae_kappa2_table``)."""
+    only, the seed of every other column (reruns at other seeds measure the spread, ``dvae_kappa2_table``).
+    ``machine``: only runs made on that machine (:func:`_machine_key`)."""
     want = dvae_defaults() | override
     for f in _dvae_run_files(attack):
         d = _load(f)
         e = d.get("entries", {}).get("dvae", {})
-        if e.get("done") and d.get("seed", 0) == 0 and dvae_setting(e) == want:
+        if (e.get("done") and d.get("seed", 0) == 0 and dvae_setting(e) == want
+                and (machine is None or _machine_key(d) == machine)):
             return d
     return {}
 
@@ -960,37 +962,61 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
 
 
 def dvae_amd_table() -> str:
-    """D-VAE's default runs (AMD EPYC VMs of 2026-12-06, platform ``…-v1272``) against undefended accuracies measured
-    on an AMD EPYC VM (the ``amd`` ECLIPSE runs' ``none`` entries, 2026-12-07, ``…-v1300``) and that VM's clean
-    reference, beside the efficacy table's mixed-machine references. Not one VM: both platforms give the same clean
-    reference (81.42% at seed 0), which suggests, but does not prove, the same classifier kernels."""
+    """D-VAE's default runs against undefended accuracies measured on an AMD EPYC VM (the ``amd`` ECLIPSE runs'
+    ``none`` entries, 2026-12-07, ``…-v1300``) and that VM's clean reference, beside the efficacy table's
+    mixed-machine references, in two columns: the efficacy table's runs (AMD EPYC VMs of 2026-12-06, ``…-v1272``; not
+    the references' VM, though both give the same clean reference, 81.42% at seed 0) and the default runs made on the
+    references' own VM (one VM: every number of the row measured there)."""
     _, rows = collect()
-    refs, clean_amd, (_, cpu) = _vm_references([x for x in ATTACKS if x != "urp"], LR_NONE_TAG)
+    refs, clean_amd, key = _vm_references([x for x in ATTACKS if x != "urp"], LR_NONE_TAG)
     if clean_amd is None:
         return "Not measured yet.\n"
-    lines, vm, tab, accs = [], [], [], []
-    for a, none in refs.items():
-        dv = dvae_default_run(a)
-        acc = _acc(dv.get("entries", {}), "dvae")
-        if none is None or acc is None or _machine_key(dv)[1] != cpu:
+    lines = []
+    rec: dict[str, list[float]] = {"vm": [], "tab": [], "one": []}
+    accs: dict[str, list[tuple[float, float, float]]] = {"vm": [], "one": []}
+    for a in [x for x in ATTACKS if x != "urp"]:
+        none = refs.get(a)
+        table_acc = _acc(dvae_default_run(a).get("entries", {}), "dvae")
+        one_acc = _acc(dvae_default_run(a, machine=key).get("entries", {}), "dvae")
+        if table_acc is None and one_acc is None:
             continue
-        r_vm, r_tab = _ratio(acc, none, clean_amd), _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
-        vm.append(r_vm)
-        tab.append(r_tab)
-        accs.append((acc, none, clean_amd))
-        lines.append(f"| {a.upper()} | {_pct(none)} | {_pct(rows[a]['none'])} | {_pct(acc)} | {r_vm:.3f} | "
-                     f"{r_tab:.3f} |")
+        cells = [_pct(none), _pct(rows[a]["none"]), _pct(table_acc)]
+        r_vm = None if none is None or table_acc is None else _ratio(table_acc, none, clean_amd)
+        r_tab = None if table_acc is None else _ratio(table_acc, rows[a]["none"], rows[a]["clean_ref"])
+        r_one = None if none is None or one_acc is None else _ratio(one_acc, none, clean_amd)
+        cells += ["—" if r is None else f"{r:.3f}" for r in (r_vm, r_tab)]
+        cells += [_pct(one_acc), "—" if r_one is None else f"{r_one:.3f}"]
+        if r_vm is not None:
+            rec["vm"].append(r_vm)
+            rec["tab"].append(r_tab)
+            accs["vm"].append((table_acc, none, clean_amd))
+        if r_one is not None:
+            rec["one"].append(r_one)
+            accs["one"].append((one_acc, none, clean_amd))
+        lines.append(f"| {a.upper()} | " + " | ".join(cells) + " |")
     if not lines:
         return "Not measured yet.\n"
     dvc = _acc(dvae_default_run("clean").get("entries", {}), "dvae")
+    dvc_one = _acc(dvae_default_run("clean", machine=key).get("entries", {}), "dvae")
+    cost = lambda acc: "—" if acc is None else f"cost {100 * (clean_amd - acc):.2f}"  # noqa: E731
     lines.append(f"| none (clean data) | {_pct(clean_amd)} | {_pct(rows['clean']['clean_ref'])} | {_pct(dvc)} | "
-                 + ("—" if dvc is None else f"cost {100 * (clean_amd - dvc):.2f}") + " | — |")
-    head = ("| attack | no defense, AMD EPYC VM | no defense, efficacy table | D-VAE (default) | recovery, AMD "
-            "references | recovery, the table's references |\n|---|---|---|---|---|---|\n")
-    note = (f"\nOver the {len(vm)} attack{'s' * (len(vm) > 1)} with an AMD undefended run: average recovery "
-            f"**{statistics.mean(vm):.3f}** against the AMD references ({statistics.mean(tab):.3f} against the "
-            "table's)" + (f"; in the paper's form, from the averaged accuracies, {_paper_form(accs):.3f}"
-                          if len(accs) > 1 else "") + f". Clean reference on the AMD VMs: {_pct(clean_amd)}.\n")
+                 f"{cost(dvc)} | — | {_pct(dvc_one)} | {cost(dvc_one)} |")
+    head = ("| attack | no defense, AMD EPYC VM | no defense, efficacy table | D-VAE, efficacy table's run | "
+            "recovery, AMD references | recovery, the table's references | D-VAE, run on the references' VM | "
+            "recovery, one VM |\n|---|---|---|---|---|---|---|---|\n")
+
+    def avg(k: str, what: str, extra: str = "") -> str:
+        n = len(rec[k])
+        if not n:
+            return f"{what}: none yet"
+        form = f"in the paper's form, from the averaged accuracies, {_paper_form(accs[k]):.3f}" if n > 1 else ""
+        inner = "; ".join(x for x in (extra, form) if x)
+        return f"{what} ({n} attack{'s' * (n > 1)}): **{statistics.mean(rec[k]):.3f}**" + (f" ({inner})" * bool(inner))
+
+    table_refs = f"{statistics.mean(rec['tab']):.3f} against the table's references" if rec["tab"] else ""
+    note = ("\nAverage recovery against the AMD references: " + avg("vm", "the efficacy table's runs", table_refs)
+            + "; " + avg("one", "the runs on the references' VM") + f". Clean reference on the AMD VMs: "
+            f"{_pct(clean_amd)}.\n")
     return head + "\n".join(lines) + "\n" + note
 
 
