@@ -916,8 +916,9 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
     reference. A cell whose run was made on another kind of machine is left empty. ``attacks`` limits the rows
     (default: every attack with an undefended run)."""
     _, rows = collect()
-    lines, avg_vm, avg_tab = [], {c[2]: [] for c in columns}, {c[2]: [] for c in columns}
-    accs: dict[str, list[tuple[float, float, float]]] = {c[2]: [] for c in columns}  # (defended, undefended, clean)
+    lines, avg_tab = [], {c[2]: [] for c in columns}  # recoveries against the efficacy table's references
+    # (defended, undefended, clean) on this VM, the recoveries against its references derive from
+    accs: dict[str, list[tuple[float, float, float]]] = {c[2]: [] for c in columns}
     refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp" and (not attacks or x in attacks)],
                                          none_tag)
     for a, none_vm in refs.items():
@@ -932,7 +933,9 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
                 continue
             vm = _ratio(acc, none_vm, clean_vm)
             tab = _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
-            avg_vm[label].append(vm)
+            if vm is None or tab is None:  # the attack does not poison the recipe: no recovery to average
+                cells.append(f"{_pct(acc)} (—)")
+                continue
             avg_tab[label].append(tab)
             accs[label].append((acc, none_vm, clean_vm))
             cells.append(f"{_pct(acc)} ({vm:.3f}; {tab:.3f})")
@@ -953,11 +956,12 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
     note = (f"\nClean reference on this VM: {_pct(clean_vm)} (the efficacy table's: "
             f"{_pct(rows['clean']['clean_ref'])}). Average recovery over the attacks of each column, against this VM's "
             "references and against the table's: "
-            + "; ".join(f"{label} ({len(avg_vm[label])} attack{'s' * (len(avg_vm[label]) > 1)}) "
-                        f"**{statistics.mean(avg_vm[label]):.3f}** and {statistics.mean(avg_tab[label]):.3f}"
+            + "; ".join(f"{label} ({len(accs[label])} attack{'s' * (len(accs[label]) > 1)}) "
+                        f"**{statistics.mean(_ratio(*t) for t in accs[label]):.3f}** and "
+                        f"{statistics.mean(avg_tab[label]):.3f}"
                         + (f" (in the paper's form, from the averaged accuracies, this VM's references: "
                            f"{_paper_form(accs[label]):.3f})" if len(accs[label]) > 1 else "")
-                        for *_, label in columns if avg_vm[label]) + ".\n")
+                        for *_, label in columns if accs[label]) + ".\n")
     return head + "\n".join(lines) + "\n" + note
 
 
