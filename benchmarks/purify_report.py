@@ -401,6 +401,8 @@ def _stage2_table(free: tuple[str, ...], heads: tuple[str, ...], vm_refs: bool =
     refs, clean_vm, vm_key = _vm_references([x for x in ATTACKS if x != "urp"], LR_NONE_TAG) if vm_refs else ({}, None,
                                                                                                             None)
     defaults = dvae_defaults()
+    default_values = tuple(defaults[k] for k in free)
+    on_vm: dict[tuple, dict[str, float]] = {}  # values of ``free`` → attack → recovery against this VM's references
     groups: dict[tuple, list] = {}
     for a in ATTACKS + ["clean"]:
         for f, d, e, setting in _runs_at_defaults_except(a, free):
@@ -410,7 +412,7 @@ def _stage2_table(free: tuple[str, ...], heads: tuple[str, ...], vm_refs: bool =
     lines = []
     for key in sorted(groups, key=lambda k: ((ATTACKS + ["clean"]).index(k[0]), k[1:3])):
         runs = groups[key]
-        if all(r[0] == tuple(defaults[k] for k in free) for r in runs):
+        if all(r[0] == default_values for r in runs):
             continue  # no variant on this stage 1
         a = key[0]
         for values, f, d, e in sorted(runs, key=lambda r: r[0]):
@@ -422,7 +424,10 @@ def _stage2_table(free: tuple[str, ...], heads: tuple[str, ...], vm_refs: bool =
                 rr = _ratio(acc, rows[a]["none"], rows[a]["clean_ref"])
                 score = "—" if rr is None else f"recovery {rr:.3f}"
                 if vm_refs and refs.get(a) is not None and clean_vm is not None and _machine_key(d) == vm_key:
-                    score += f" ({_ratio(acc, refs[a], clean_vm):.3f} against this VM's)"
+                    r_vm = _ratio(acc, refs[a], clean_vm)
+                    score += f" ({r_vm:.3f} against this VM's)"
+                    if key[1] == 0:
+                        on_vm.setdefault(values, {})[a] = r_vm
             st2 = e["stages"]["2"]
             label = "none (clean data)" if a == "clean" else a.upper()
             cells = " | ".join(f"{v:g}" for v in values)
@@ -435,7 +440,18 @@ def _stage2_table(free: tuple[str, ...], heads: tuple[str, ...], vm_refs: bool =
     head = ("| data | seed | CPU | " + " | ".join(heads) + " | accuracy | recovery / cost | δ left | "
             "PSNR purified (dB) | stage-2 x̂ PSNR (dB) | stage-2 training (s) | run |\n"
             + "|---" * (10 + len(heads)) + "|\n")
-    return head + "\n".join(lines) + "\n"
+    base = on_vm.get(default_values, {})
+    paired = []
+    for values, recs in sorted(on_vm.items()):
+        both = [a for a in recs if a in base]
+        if values != default_values and both:
+            setting = ", ".join(f"{h} {v:g}" for h, v in zip(heads, values, strict=True))
+            paired.append(f"{setting}: **{statistics.mean(recs[a] for a in both):.3f}** against "
+                          f"{statistics.mean(base[a] for a in both):.3f} at the defaults over {len(both)} attack"
+                          f"{'s' * (len(both) > 1)} ({', '.join(a.upper() for a in both)})")
+    note = ("\nMean recovery against this VM's references, each variant paired with the default run on the same "
+            "stage 1 (seed 0, runs made on the references' VM): " + "; ".join(paired) + ".\n") if paired else ""
+    return head + "\n".join(lines) + "\n" + note
 
 
 def dvae_stage2_width_table() -> str:
