@@ -1029,7 +1029,8 @@ def dvae_amd_table() -> str:
         n = len(rec[k])
         if not n:
             return f"{what}: none yet"
-        form = f"in the paper's form, from the averaged accuracies, {_paper_form(accs[k]):.3f}" if n > 1 else ""
+        form = (f"in the paper's form, from the accuracies averaged against the AMD references, "
+                f"{_paper_form(accs[k]):.3f}") if n > 1 else ""
         inner = "; ".join(x for x in (extra, form) if x)
         return f"{what} ({n} attack{'s' * (n > 1)}): **{statistics.mean(rec[k]):.3f}**" + (f" ({inner})" * bool(inner))
 
