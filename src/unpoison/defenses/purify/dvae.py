@@ -161,16 +161,16 @@ class DVAEConfig(VAEConfig):
     # once). It trains nothing, so every stage checkpoint is reused. Measured on 2026-12-07 on one set of stages
     # (docs/dvae.md, "Stage-2 passes and a denoising stage 2"): TAP 43.70 → 48.75 → 52.03% at 1/2/3 passes, mostly
     # by blurring (δ left 0.486 → 0.453, PSNR to the clean images 23.1 → 21.0 dB); clean data 74.94 → 74.75% at 2;
-    # SEP 61.95 → 65.31% but REM 70.47 → 69.11% at 2. Off: +0.010 of seven-attack recovery from the three sample-wise
-    # attacks (the class-wise ones not run), not the 0.07 needed.
+    # SEP 61.95 → 65.31% but REM 70.47 → 69.11% at 2; the class-wise poisons lose (LSP 75.63 → 73.68%, AR −0.24,
+    # OPS −0.72). Off: paired over six attacks on one VM, mean recovery 0.718 → 0.722, not the 0.85 needed.
     stage2_passes: int = 1
     # σ of Gaussian noise on stage 2's training inputs, its loss still reconstructing the un-noised x₁ (a denoising
     # VAE; not in the paper; 0 = off). A denoiser learns to contract the directions that isotropic noise probes and
     # its training data does not use, which is where a sample-wise adversarial poison lives. Measured on 2026-12-07
     # (same section): σ = 0.05 lifts TAP 43.70 → 54.94% (δ left 0.486 → 0.419) and costs clean data 0.8 points
     # (74.94 → 74.13%); SEP 61.95 → 63.91% (63.74% at σ = 0.1), but REM 70.47 → 68.14%, whose δ is made to survive
-    # perturbations of the image. Off: +0.015 of seven-attack recovery from the three sample-wise attacks (the
-    # class-wise ones not run), not the 0.07 needed.
+    # perturbations of the image; the class-wise poisons lose (LSP 75.63 → 73.78%, AR 75.14 → 72.79%, OPS −0.72).
+    # Off: paired over six attacks on one VM, mean recovery 0.718 → 0.721, not the 0.85 needed.
     stage2_denoise: float = 0.0
     # ECLIPSE's compensation on the purified set (VAEConfig; the ``paper`` preset turns it off). Measured on
     # 2026-12-06 in same-image pairs, the same stages with and without it (docs/dvae.md, "Compensation"): it helped in
