@@ -933,7 +933,7 @@ def same_machine_table(columns: list[Column], none_tag: str = NONE_TAG, attacks:
     (default: every attack with an undefended run)."""
     _, rows = collect()
     lines, avg_tab = [], {c[2]: [] for c in columns}  # recoveries against the efficacy table's references
-    # (defended, undefended, clean) on this VM, the recoveries against its references derive from
+    # (defended, undefended, clean) per attack on this VM; the recoveries against its references are derived from it
     accs: dict[str, list[tuple[float, float, float]]] = {c[2]: [] for c in columns}
     refs, clean_vm, key = _vm_references([x for x in ATTACKS if x != "urp" and (not attacks or x in attacks)],
                                          none_tag)
@@ -1006,7 +1006,7 @@ def dvae_amd_table() -> str:
         r_one = None if none is None or one_acc is None else _ratio(one_acc, none, clean_amd)
         cells += ["—" if r is None else f"{r:.3f}" for r in (r_vm, r_tab)]
         cells += [_pct(one_acc), "—" if r_one is None else f"{r_one:.3f}"]
-        if r_vm is not None:
+        if r_vm is not None and r_tab is not None:  # both or neither: the two means cover the same attacks
             rec["vm"].append(r_vm)
             rec["tab"].append(r_tab)
             accs["vm"].append((table_acc, none, clean_amd))
