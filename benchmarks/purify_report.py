@@ -992,7 +992,8 @@ def dvae_amd_table() -> str:
     if clean_amd is None:
         return "Not measured yet.\n"
     lines = []
-    rec: dict[str, list[float]] = {"vm": [], "tab": [], "one": []}
+    tab: list[float] = []  # the table's runs' recoveries against the efficacy table's references
+    # (defended, undefended, clean) against the AMD references, per column; its recoveries are derived from these
     accs: dict[str, list[tuple[float, float, float]]] = {"vm": [], "one": []}
     for a in [x for x in ATTACKS if x != "urp"]:
         none = refs.get(a)
@@ -1007,11 +1008,9 @@ def dvae_amd_table() -> str:
         cells += ["—" if r is None else f"{r:.3f}" for r in (r_vm, r_tab)]
         cells += [_pct(one_acc), "—" if r_one is None else f"{r_one:.3f}"]
         if r_vm is not None and r_tab is not None:  # both or neither: the two means cover the same attacks
-            rec["vm"].append(r_vm)
-            rec["tab"].append(r_tab)
+            tab.append(r_tab)
             accs["vm"].append((table_acc, none, clean_amd))
         if r_one is not None:
-            rec["one"].append(r_one)
             accs["one"].append((one_acc, none, clean_amd))
         lines.append(f"| {a.upper()} | " + " | ".join(cells) + " |")
     if not lines:
@@ -1026,15 +1025,16 @@ def dvae_amd_table() -> str:
             "recovery, one VM |\n|---|---|---|---|---|---|---|---|\n")
 
     def avg(k: str, what: str, extra: str = "") -> str:
-        n = len(rec[k])
+        n = len(accs[k])
         if not n:
             return f"{what}: none yet"
         form = (f"in the paper's form, from the accuracies averaged against the AMD references, "
                 f"{_paper_form(accs[k]):.3f}") if n > 1 else ""
         inner = "; ".join(x for x in (extra, form) if x)
-        return f"{what} ({n} attack{'s' * (n > 1)}): **{statistics.mean(rec[k]):.3f}**" + (f" ({inner})" * bool(inner))
+        mean = statistics.mean(_ratio(*t) for t in accs[k])
+        return f"{what} ({n} attack{'s' * (n > 1)}): **{mean:.3f}**" + (f" ({inner})" * bool(inner))
 
-    table_refs = f"{statistics.mean(rec['tab']):.3f} against the table's references" if rec["tab"] else ""
+    table_refs = f"{statistics.mean(tab):.3f} against the table's references" if tab else ""
     note = ("\nAverage recovery against the AMD references: " + avg("vm", "the efficacy table's runs", table_refs)
             + "; " + avg("one", "the runs on the references' VM") + f". Clean reference on the AMD VMs: "
             f"{_pct(clean_amd)}.\n")
